@@ -43,7 +43,10 @@ pub fn frame_len(payload_len: usize) -> usize {
 pub fn encode_frame(out: &mut Vec<u8>, seq: u64, durable_hint: u64, payload: &[u8]) {
     debug_assert!(seq > 0, "sequence numbers start at 1");
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    assert!(len <= PAYLOAD_BYTES_MAX, "payload length is checked by the caller");
+    assert!(
+        len <= PAYLOAD_BYTES_MAX,
+        "payload length is checked by the caller"
+    );
     let start = out.len();
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
@@ -86,7 +89,9 @@ pub enum Invalid {
 impl std::fmt::Display for Invalid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Invalid::LengthTooLarge { len, max } => write!(f, "record length {len} exceeds the maximum {max}"),
+            Invalid::LengthTooLarge { len, max } => {
+                write!(f, "record length {len} exceeds the maximum {max}")
+            }
             Invalid::Truncated => write!(f, "record is truncated"),
             Invalid::Checksum => write!(f, "record checksum mismatch"),
             Invalid::ZeroSequence => write!(f, "record has sequence number 0"),
@@ -106,7 +111,11 @@ pub enum Decoded<'a> {
 /// Decodes the frame at the start of `bytes`, which extend to the end of the written area or the file.
 pub fn decode_frame(bytes: &[u8], payload_max: u32) -> Decoded<'_> {
     if bytes.len() < FRAME_HEADER_BYTES {
-        return if bytes.iter().all(|&b| b == 0) { Decoded::End } else { Decoded::Invalid(Invalid::Truncated) };
+        return if bytes.iter().all(|&b| b == 0) {
+            Decoded::End
+        } else {
+            Decoded::Invalid(Invalid::Truncated)
+        };
     }
     let header = &bytes[..FRAME_HEADER_BYTES];
     if header.iter().all(|&b| b == 0) {
@@ -114,7 +123,10 @@ pub fn decode_frame(bytes: &[u8], payload_max: u32) -> Decoded<'_> {
     }
     let len = read_u32(header, 0);
     if len > payload_max.min(PAYLOAD_BYTES_MAX) {
-        return Decoded::Invalid(Invalid::LengthTooLarge { len, max: payload_max });
+        return Decoded::Invalid(Invalid::LengthTooLarge {
+            len,
+            max: payload_max,
+        });
     }
     let end = FRAME_HEADER_BYTES + len as usize;
     if bytes.len() < end {
@@ -189,7 +201,9 @@ impl SegmentHeader {
         if version != FORMAT_VERSION {
             return Err(BadHeader::Version(version));
         }
-        Ok(SegmentHeader { first_seq: read_u64(bytes, 16) })
+        Ok(SegmentHeader {
+            first_seq: read_u64(bytes, 16),
+        })
     }
 }
 
@@ -219,7 +233,10 @@ mod tests {
         assert_eq!(buf.len() % FRAME_ALIGN_BYTES, 0);
         match decode_frame(&buf, 1024) {
             Decoded::Frame(f) => {
-                assert_eq!((f.seq, f.durable_hint, f.payload, f.frame_len), (7, 3, &b"hello"[..], buf.len()))
+                assert_eq!(
+                    (f.seq, f.durable_hint, f.payload, f.frame_len),
+                    (7, 3, &b"hello"[..], buf.len())
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -230,7 +247,10 @@ mod tests {
     fn zeros_are_end_and_partial_header_is_truncated() {
         assert_eq!(decode_frame(&[0; 100], 1024), Decoded::End);
         assert_eq!(decode_frame(&[0; 3], 1024), Decoded::End);
-        assert_eq!(decode_frame(&[1, 0, 0], 1024), Decoded::Invalid(Invalid::Truncated));
+        assert_eq!(
+            decode_frame(&[1, 0, 0], 1024),
+            Decoded::Invalid(Invalid::Truncated)
+        );
     }
 
     // Proves a length beyond the limit is rejected before anything is read or allocated.
@@ -238,7 +258,10 @@ mod tests {
     fn oversized_length_rejected() {
         let mut buf = Vec::new();
         encode_frame(&mut buf, 1, 0, &[9; 100]);
-        assert!(matches!(decode_frame(&buf, 99), Decoded::Invalid(Invalid::LengthTooLarge { len: 100, .. })));
+        assert!(matches!(
+            decode_frame(&buf, 99),
+            Decoded::Invalid(Invalid::LengthTooLarge { len: 100, .. })
+        ));
     }
 
     // Proves segment headers round-trip and a flipped byte is caught.

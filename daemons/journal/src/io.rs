@@ -29,7 +29,9 @@ impl std::str::FromStr for IoBackend {
             "auto" => Ok(IoBackend::Auto),
             "io_uring" | "io-uring" | "uring" => Ok(IoBackend::IoUring),
             "pwrite" | "sync" => Ok(IoBackend::Pwrite),
-            other => Err(format!("unknown io backend '{other}' (expected auto, io_uring or pwrite)")),
+            other => Err(format!(
+                "unknown io backend '{other}' (expected auto, io_uring or pwrite)"
+            )),
         }
     }
 }
@@ -75,7 +77,13 @@ impl Backend {
     }
 
     /// Writes all of `buf` at `offset`; with `then_sync`, the data is durable (fdatasync) on return.
-    pub(crate) fn write_at(&mut self, file: &File, buf: &[u8], offset: u64, then_sync: bool) -> io::Result<()> {
+    pub(crate) fn write_at(
+        &mut self,
+        file: &File,
+        buf: &[u8],
+        offset: u64,
+        then_sync: bool,
+    ) -> io::Result<()> {
         match self {
             Backend::Uring(ring) => ring.write_at(file.as_raw_fd(), buf, offset, then_sync),
             Backend::Pwrite => {

@@ -169,7 +169,10 @@ pub struct Journal {
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Journal").field("dir", &self.shared.dir).field("backend", &self.backend_name).finish()
+        f.debug_struct("Journal")
+            .field("dir", &self.shared.dir)
+            .field("backend", &self.backend_name)
+            .finish()
     }
 }
 
@@ -179,14 +182,27 @@ impl Journal {
         options.validate()?;
         std::fs::create_dir_all(dir).with_path(dir)?;
         let lock_path = dir.join("LOCK");
-        let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).with_path(&lock_path)?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_path(&lock_path)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir.to_path_buf())),
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::Io { path: lock_path, source: e }),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::Io {
+                    path: lock_path,
+                    source: e,
+                })
+            }
         }
         let report = recovery::recover(dir, options.record_bytes_max, Mode::Repair)?;
-        let backend = Backend::open(options.io_backend).map_err(|source| Error::Io { path: dir.into(), source })?;
+        let backend = Backend::open(options.io_backend).map_err(|source| Error::Io {
+            path: dir.into(),
+            source,
+        })?;
         let backend_name = backend.name();
 
         let mut segments = report.segments.clone();
@@ -201,7 +217,9 @@ impl Journal {
             }
             last => {
                 if let Some(last) = last {
-                    segment::open_existing(&last.path)?.sync_data().with_path(&last.path)?;
+                    segment::open_existing(&last.path)?
+                        .sync_data()
+                        .with_path(&last.path)?;
                 }
                 let (meta, file) = segment::create(dir, report.next_seq, options.segment_size_bytes)?;
                 segments.push(meta);
@@ -209,7 +227,11 @@ impl Journal {
             }
         };
         let last_seq = report.next_seq - 1;
-        let marks = Marks { written: last_seq, durable: last_seq, failed: false };
+        let marks = Marks {
+            written: last_seq,
+            durable: last_seq,
+            failed: false,
+        };
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             record_bytes_max: options.record_bytes_max,
@@ -233,6 +255,12 @@ impl Journal {
             marks_tx: watch::Sender::new(marks),
             metrics: Metrics::default(),
         });
+        let spare =
+            segment::SparePreparer::start(dir, options.segment_size_bytes, options.thread_init.clone())
+                .map_err(|source| Error::Io {
+                    path: dir.into(),
+                    source,
+                })?;
         let thread_shared = Arc::clone(&shared);
         let thread_init = options.thread_init.clone();
         let thread = std::thread::Builder::new()
@@ -241,9 +269,19 @@ impl Journal {
                 if let Some(init) = thread_init {
                     init();
                 }
-                JournalThread { shared: thread_shared, backend, file, offset }.run();
+                JournalThread {
+                    shared: thread_shared,
+                    backend,
+                    file,
+                    offset,
+                    spare,
+                }
+                .run();
             })
-            .map_err(|source| Error::Io { path: dir.into(), source })?;
+            .map_err(|source| Error::Io {
+                path: dir.into(),
+                source,
+            })?;
         log::info!(
             "journal {} open: records {}..{} ({} segments), IO path {backend_name}",
             dir.display(),
@@ -251,13 +289,22 @@ impl Journal {
             last_seq,
             shared.lock().segments.len(),
         );
-        Ok((Journal { shared, thread: Some(thread), backend_name, _lock: lock }, report))
+        Ok((
+            Journal {
+                shared,
+                thread: Some(thread),
+                backend_name,
+                _lock: lock,
+            },
+            report,
+        ))
     }
 
     /// Appends one record and returns its sequence number. The record is neither written nor durable yet:
     /// wait with [`Journal::wait_written`] or [`Journal::wait_durable`] (or their async twins).
     pub fn append(&self, payload: &[u8]) -> Result<u64, Error> {
-        self.append_many(std::slice::from_ref(&payload)).map(|range| range.1)
+        self.append_many(std::slice::from_ref(&payload))
+            .map(|range| range.1)
     }
 
     /// Appends records back to back, in order, and returns the first and last sequence numbers.
@@ -300,10 +347,16 @@ impl Journal {
             }
             if roll || st.chunks.is_empty() {
                 let bytes = st.spare.pop().unwrap_or_default();
-                st.chunks.push(Chunk { new_segment: roll.then_some(seq), bytes, last_seq: seq });
+                st.chunks.push(Chunk {
+                    new_segment: roll.then_some(seq),
+                    bytes,
+                    last_seq: seq,
+                });
             }
             let hint = st.marks.durable;
-            let Some(chunk) = st.chunks.last_mut() else { unreachable!("a chunk was pushed above") };
+            let Some(chunk) = st.chunks.last_mut() else {
+                unreachable!("a chunk was pushed above")
+            };
             encode_frame(&mut chunk.bytes, seq, hint, payload);
             chunk.last_seq = seq;
             st.segment_used += len;
@@ -315,7 +368,10 @@ impl Journal {
         }
         drop(st);
         shared.metrics.appends.inc_by(payloads.len() as u64);
-        shared.metrics.appended_bytes.inc_by(payloads.iter().map(|p| p.as_ref().len() as u64).sum());
+        shared
+            .metrics
+            .appended_bytes
+            .inc_by(payloads.iter().map(|p| p.as_ref().len() as u64).sum());
         Ok((first, last))
     }
 
@@ -337,7 +393,11 @@ impl Journal {
             if let Some(failure) = &st.failure {
                 return Err(Error::Failed(failure.clone()));
             }
-            let reached = if durable { st.marks.durable } else { st.marks.written };
+            let reached = if durable {
+                st.marks.durable
+            } else {
+                st.marks.written
+            };
             if reached >= seq {
                 return Ok(());
             }
@@ -374,7 +434,10 @@ impl Journal {
 
     async fn wait_marks(&self, reached: impl Fn(&Marks) -> bool) -> Result<(), Error> {
         let mut rx = self.shared.marks_tx.subscribe();
-        let marks = *rx.wait_for(|m| m.failed || reached(m)).await.map_err(|_| Error::Closed)?;
+        let marks = *rx
+            .wait_for(|m| m.failed || reached(m))
+            .await
+            .map_err(|_| Error::Closed)?;
         if marks.failed && !reached(&marks) {
             let failure = self.shared.lock().failure.clone().unwrap_or_default();
             return Err(Error::Failed(failure));
@@ -410,12 +473,20 @@ impl Journal {
     pub fn drop_before(&self, seq: u64) -> Result<usize, Error> {
         let doomed: Vec<SegmentMeta> = {
             let mut st = self.shared.lock();
-            let keep_from = st.segments.windows(2).take_while(|pair| pair[1].first_seq <= seq).count();
+            let keep_from = st
+                .segments
+                .windows(2)
+                .take_while(|pair| pair[1].first_seq <= seq)
+                .count();
             st.segments.drain(..keep_from).collect()
         };
         for meta in &doomed {
             std::fs::remove_file(&meta.path).with_path(&meta.path)?;
-            log::info!("journal {}: removed segment {} by retention", self.shared.dir.display(), meta.path.display());
+            log::info!(
+                "journal {}: removed segment {} by retention",
+                self.shared.dir.display(),
+                meta.path.display()
+            );
         }
         if !doomed.is_empty() {
             segment::sync_dir(&self.shared.dir)?;
@@ -486,18 +557,24 @@ struct JournalThread {
     backend: Backend,
     file: File,
     offset: u64,
+    spare: segment::SparePreparer,
 }
 
 impl JournalThread {
     fn run(mut self) {
         let mut last_sync = Instant::now();
         loop {
-            let Some((chunks, sync)) = self.next_work(last_sync) else { return };
+            let Some((chunks, sync)) = self.next_work(last_sync) else {
+                return;
+            };
             let started = Instant::now();
             let bytes: usize = chunks.iter().map(|c| c.bytes.len()).sum();
             let result = self.write_chunks(&chunks, sync);
             if sync {
-                self.shared.metrics.fsync_seconds.observe(started.elapsed().as_secs_f64());
+                self.shared
+                    .metrics
+                    .fsync_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 last_sync = Instant::now();
             }
             let mut st = self.shared.lock();
@@ -514,7 +591,10 @@ impl JournalThread {
                     }
                 }
                 Err(e) => {
-                    log::error!("journal {}: {e}; no further writes are accepted", self.shared.dir.display());
+                    log::error!(
+                        "journal {}: {e}; no further writes are accepted",
+                        self.shared.dir.display()
+                    );
                     st.failure = Some(e.to_string());
                     st.marks.failed = true;
                 }
@@ -558,7 +638,11 @@ impl JournalThread {
             st.writer_idle = true;
             st = if dirty {
                 let left = shared.fsync_interval.saturating_sub(last_sync.elapsed());
-                shared.writer_wake.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0
+                shared
+                    .writer_wake
+                    .wait_timeout(st, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
             } else {
                 shared.writer_wake.wait(st).unwrap_or_else(|p| p.into_inner())
             };
@@ -576,7 +660,9 @@ impl JournalThread {
                 self.roll(first_seq)?;
             }
             let last = index + 1 == chunks.len();
-            self.backend.write_at(&self.file, &chunk.bytes, self.offset, sync && last).with_path(&dir)?;
+            self.backend
+                .write_at(&self.file, &chunk.bytes, self.offset, sync && last)
+                .with_path(&dir)?;
             self.offset += chunk.bytes.len() as u64;
         }
         Ok(())
@@ -585,8 +671,12 @@ impl JournalThread {
     /// Makes the current segment durable, then creates the next one.
     fn roll(&mut self, first_seq: u64) -> Result<(), Error> {
         self.backend.sync(&self.file).with_path(&self.shared.dir)?;
-        let (meta, file) = segment::create(&self.shared.dir, first_seq, self.shared.segment_size_bytes)?;
-        log::debug!("journal {}: rolled to {}", self.shared.dir.display(), meta.path.display());
+        let (meta, file) = self.spare.take(&self.shared.dir, first_seq)?;
+        log::debug!(
+            "journal {}: rolled to {}",
+            self.shared.dir.display(),
+            meta.path.display()
+        );
         self.file = file;
         self.offset = SEGMENT_HEADER_BYTES as u64;
         self.shared.lock().segments.push(meta);

@@ -54,7 +54,12 @@ pub enum Error {
         path.display(),
         path.display()
     )]
-    Corrupt { path: PathBuf, offset: u64, seq: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        seq: u64,
+        reason: String,
+    },
     #[error("record of {len} bytes exceeds the maximum of {max} bytes")]
     RecordTooLarge { len: usize, max: u32 },
     #[error("the journal stopped accepting writes after an IO error (restart to recover): {0}")]
@@ -76,6 +81,9 @@ pub(crate) trait ResultExt<T> {
 
 impl<T> ResultExt<T> for Result<T, std::io::Error> {
     fn with_path(self, path: impl Into<PathBuf>) -> Result<T, Error> {
-        self.map_err(|source| Error::Io { path: path.into(), source })
+        self.map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })
     }
 }

@@ -31,9 +31,25 @@ impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("journal");
         r.register("appends", "Records appended", self.appends.clone());
-        r.register("appended_bytes", "Payload bytes appended", self.appended_bytes.clone());
-        r.register("fsyncs", "fdatasync calls that made records durable", self.fsyncs.clone());
-        r.register("records_per_fsync", "Records made durable by one fsync", self.records_per_fsync.clone());
-        r.register("fsync_seconds", "Time from submitting a write+fsync to its completion", self.fsync_seconds.clone());
+        r.register(
+            "appended_bytes",
+            "Payload bytes appended",
+            self.appended_bytes.clone(),
+        );
+        r.register(
+            "fsyncs",
+            "fdatasync calls that made records durable",
+            self.fsyncs.clone(),
+        );
+        r.register(
+            "records_per_fsync",
+            "Records made durable by one fsync",
+            self.records_per_fsync.clone(),
+        );
+        r.register(
+            "fsync_seconds",
+            "Time from submitting a write+fsync to its completion",
+            self.fsync_seconds.clone(),
+        );
     }
 }

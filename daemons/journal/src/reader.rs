@@ -28,7 +28,10 @@ pub struct Record {
 enum Source {
     Live(Arc<Shared>),
     /// A journal opened read-only: what recovery verified, fixed.
-    Fixed { segments: Vec<SegmentMeta>, last_seq: u64 },
+    Fixed {
+        segments: Vec<SegmentMeta>,
+        last_seq: u64,
+    },
 }
 
 impl Source {
@@ -58,7 +61,9 @@ pub struct Reader {
 
 impl std::fmt::Debug for Reader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reader").field("next_seq", &self.next_seq).finish()
+        f.debug_struct("Reader")
+            .field("next_seq", &self.next_seq)
+            .finish()
     }
 }
 
@@ -71,14 +76,28 @@ impl Reader {
     /// Opens a journal directory for reading only, without repairing anything: verifies every record first
     /// (refusing on corruption, as open does) and reads up to the last valid record, before any torn tail.
     /// Reading a journal a live process appends to is supported only through [`crate::Journal::read_from`].
-    pub fn open_dir(dir: &Path, from_seq: u64, record_bytes_max: u32) -> Result<(Reader, crate::RecoveryReport), Error> {
+    pub fn open_dir(
+        dir: &Path,
+        from_seq: u64,
+        record_bytes_max: u32,
+    ) -> Result<(Reader, crate::RecoveryReport), Error> {
         let report = recovery::recover(dir, record_bytes_max, Mode::Verify)?;
-        let source = Source::Fixed { segments: report.segments.clone(), last_seq: report.next_seq - 1 };
+        let source = Source::Fixed {
+            segments: report.segments.clone(),
+            last_seq: report.next_seq - 1,
+        };
         Ok((Reader::new(source, from_seq, record_bytes_max), report))
     }
 
     fn new(source: Source, from_seq: u64, record_bytes_max: u32) -> Reader {
-        Reader { source, next_seq: from_seq.max(1), record_bytes_max, current: None, frame: Vec::new(), failed: false }
+        Reader {
+            source,
+            next_seq: from_seq.max(1),
+            record_bytes_max,
+            current: None,
+            frame: Vec::new(),
+            failed: false,
+        }
     }
 
     /// The sequence number the next record returned will have.
@@ -89,7 +108,10 @@ impl Reader {
     fn open_segment_for(&mut self, segments: &[SegmentMeta]) -> Result<(), Error> {
         let Some(meta) = segments.iter().rev().find(|s| s.first_seq <= self.next_seq) else {
             let first_available = segments.first().map_or(1, |s| s.first_seq);
-            return Err(Error::Truncated { requested: self.next_seq, first_available });
+            return Err(Error::Truncated {
+                requested: self.next_seq,
+                first_available,
+            });
         };
         let file = File::open(&meta.path).with_path(&meta.path)?;
         let mut input = BufReader::with_capacity(READ_BUFFER_BYTES, file);
@@ -101,7 +123,11 @@ impl Reader {
             seq: meta.first_seq,
             reason: e.to_string(),
         })?;
-        self.current = Some(OpenSegment { path: meta.path.clone(), input, offset: SEGMENT_HEADER_BYTES as u64 });
+        self.current = Some(OpenSegment {
+            path: meta.path.clone(),
+            input,
+            offset: SEGMENT_HEADER_BYTES as u64,
+        });
         Ok(())
     }
 
@@ -117,13 +143,17 @@ impl Reader {
         // drop the buffer and read the same position once more from the file before judging.
         let mut reread = false;
         loop {
-            let Some(seg) = self.current.as_mut() else { unreachable!("opened above") };
+            let Some(seg) = self.current.as_mut() else {
+                unreachable!("opened above")
+            };
             let frame_start = seg.offset;
             let read = read_frame(seg, &mut self.frame, self.record_bytes_max)?;
             let decoded = read.map(|len| decode_frame(&self.frame[..len], self.record_bytes_max));
             if !matches!(decoded, Some(Decoded::Frame(_))) && !reread {
                 reread = true;
-                seg.input.seek(SeekFrom::Start(frame_start)).with_path(&seg.path)?;
+                seg.input
+                    .seek(SeekFrom::Start(frame_start))
+                    .with_path(&seg.path)?;
                 seg.offset = frame_start;
                 continue;
             }
@@ -145,7 +175,10 @@ impl Reader {
                         return Err(corrupt(seg, frame_start, self.next_seq, reason));
                     }
                     self.next_seq += 1;
-                    return Ok(Some(Record { seq: f.seq, payload: f.payload.to_vec() }));
+                    return Ok(Some(Record {
+                        seq: f.seq,
+                        payload: f.payload.to_vec(),
+                    }));
                 }
                 None => {
                     // The end of this segment's records: the next one must start exactly here.
@@ -162,12 +195,21 @@ impl Reader {
 }
 
 /// Reads one whole frame (header, payload, padding) into `buf`; `None` at a zeroed header or end of file.
-fn read_frame(seg: &mut OpenSegment, buf: &mut Vec<u8>, record_bytes_max: u32) -> Result<Option<usize>, Error> {
+fn read_frame(
+    seg: &mut OpenSegment,
+    buf: &mut Vec<u8>,
+    record_bytes_max: u32,
+) -> Result<Option<usize>, Error> {
     buf.resize(FRAME_HEADER_BYTES, 0);
     match seg.input.read_exact(&mut buf[..FRAME_HEADER_BYTES]) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(Error::Io { path: seg.path.clone(), source: e }),
+        Err(e) => {
+            return Err(Error::Io {
+                path: seg.path.clone(),
+                source: e,
+            })
+        }
     }
     if buf.iter().all(|&b| b == 0) {
         return Ok(None);
@@ -179,13 +221,20 @@ fn read_frame(seg: &mut OpenSegment, buf: &mut Vec<u8>, record_bytes_max: u32) -
     }
     let total = crate::frame::frame_len(len as usize);
     buf.resize(total, 0);
-    seg.input.read_exact(&mut buf[FRAME_HEADER_BYTES..]).with_path(&seg.path)?;
+    seg.input
+        .read_exact(&mut buf[FRAME_HEADER_BYTES..])
+        .with_path(&seg.path)?;
     seg.offset += total as u64;
     Ok(Some(total))
 }
 
 fn corrupt(seg: &OpenSegment, offset: u64, seq: u64, reason: String) -> Error {
-    Error::Corrupt { path: seg.path.clone(), offset, seq, reason }
+    Error::Corrupt {
+        path: seg.path.clone(),
+        offset,
+        seq,
+        reason,
+    }
 }
 
 impl Iterator for Reader {

@@ -66,13 +66,17 @@ pub(crate) fn recover(dir: &Path, payload_max: u32, mode: Mode) -> Result<Recove
     for (index, meta) in segments.iter().enumerate() {
         let is_last = index + 1 == segments.len();
         let data = fs::read(&meta.path).with_path(&meta.path)?;
-        let header = SegmentHeader::decode(&data).map_err(|e| corrupt(meta, 0, meta.first_seq, e.to_string()))?;
+        let header =
+            SegmentHeader::decode(&data).map_err(|e| corrupt(meta, 0, meta.first_seq, e.to_string()))?;
         if header.first_seq != meta.first_seq {
             let reason = format!("header says the segment starts at sequence {}", header.first_seq);
             return Err(corrupt(meta, 0, meta.first_seq, reason));
         }
         if meta.first_seq != report.next_seq {
-            let reason = format!("records {}..{} are missing before this segment", report.next_seq, meta.first_seq);
+            let reason = format!(
+                "records {}..{} are missing before this segment",
+                report.next_seq, meta.first_seq
+            );
             return Err(corrupt(meta, 0, meta.first_seq, reason));
         }
         let scan = scan_segment(&data, meta.first_seq, payload_max);
@@ -84,7 +88,12 @@ pub(crate) fn recover(dir: &Path, payload_max: u32, mode: Mode) -> Result<Recove
             return Err(corrupt(meta, scan.end_offset as u64, scan.next_seq, reason));
         }
         let discarded_bytes = last_nonzero(&data[scan.end_offset..]) as u64;
-        let torn = TornTail { path: meta.path.clone(), offset: scan.end_offset as u64, discarded_bytes, reason };
+        let torn = TornTail {
+            path: meta.path.clone(),
+            offset: scan.end_offset as u64,
+            discarded_bytes,
+            reason,
+        };
         if mode == Mode::Repair {
             truncate_torn_tail(&meta.path, scan.end_offset as u64, data.len() as u64)?;
             log::warn!(
@@ -104,7 +113,12 @@ pub(crate) fn recover(dir: &Path, payload_max: u32, mode: Mode) -> Result<Recove
 
 /// Walks the frames of one segment from its header until the first position that is not the next valid record.
 fn scan_segment(data: &[u8], first_seq: u64, payload_max: u32) -> Scan {
-    let mut scan = Scan { records: 0, next_seq: first_seq, end_offset: SEGMENT_HEADER_BYTES, bad: None };
+    let mut scan = Scan {
+        records: 0,
+        next_seq: first_seq,
+        end_offset: SEGMENT_HEADER_BYTES,
+        bad: None,
+    };
     loop {
         let rest = &data[scan.end_offset..];
         match decode_frame(rest, payload_max) {
@@ -133,10 +147,12 @@ fn scan_segment(data: &[u8], first_seq: u64, payload_max: u32) -> Scan {
 
 /// Looks past a bad record for a valid frame that proves the bad record had been made durable.
 fn later_frame_declares_durable(data: &[u8], bad_offset: usize, bad_seq: u64, payload_max: u32) -> bool {
-    (bad_offset + FRAME_ALIGN_BYTES..data.len()).step_by(FRAME_ALIGN_BYTES).any(|pos| {
-        matches!(decode_frame(&data[pos..], payload_max),
+    (bad_offset + FRAME_ALIGN_BYTES..data.len())
+        .step_by(FRAME_ALIGN_BYTES)
+        .any(|pos| {
+            matches!(decode_frame(&data[pos..], payload_max),
                  Decoded::Frame(f) if f.seq > bad_seq && f.durable_hint >= bad_seq)
-    })
+        })
 }
 
 /// The length of `bytes` up to and including its last non-zero byte.
@@ -144,17 +160,21 @@ fn last_nonzero(bytes: &[u8]) -> usize {
     bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1)
 }
 
-/// Cuts the file at `offset` and preallocates it back to its size, so the discarded range reads as zeros.
+/// Cuts the file at `offset` and zero-fills it back to its size, so the discarded range reads as zeros.
 fn truncate_torn_tail(path: &Path, offset: u64, size: u64) -> Result<(), Error> {
     let file = segment::open_existing(path)?;
     file.set_len(offset).with_path(path)?;
     segment::preallocate(&file, size).with_path(path)?;
-    file.set_len(size.max(offset)).with_path(path)?;
     file.sync_all().with_path(path)
 }
 
 fn corrupt(meta: &SegmentMeta, offset: u64, seq: u64, reason: String) -> Error {
-    Error::Corrupt { path: meta.path.clone(), offset, seq, reason }
+    Error::Corrupt {
+        path: meta.path.clone(),
+        offset,
+        seq,
+        reason,
+    }
 }
 
 /// Salvages a journal that refuses to open: cuts the segment at `path` at `offset` and moves every later
@@ -165,7 +185,13 @@ pub fn salvage(dir: &Path, path: &Path, offset: u64) -> Result<Vec<PathBuf>, Err
     let index = segments
         .iter()
         .position(|s| s.path.file_name() == path.file_name())
-        .ok_or_else(|| Error::InvalidArgument(format!("{} is not a segment of {}", path.display(), dir.display())))?;
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{} is not a segment of {}",
+                path.display(),
+                dir.display()
+            ))
+        })?;
     let target = &segments[index];
     let size = fs::metadata(&target.path).with_path(&target.path)?.len();
     if offset < SEGMENT_HEADER_BYTES as u64 || offset > size || offset % FRAME_ALIGN_BYTES as u64 != 0 {
@@ -174,7 +200,9 @@ pub fn salvage(dir: &Path, path: &Path, offset: u64) -> Result<Vec<PathBuf>, Err
             target.path.display()
         )));
     }
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let aside = dir.join(format!("salvaged-{stamp}"));
     let mut moved = Vec::new();
     // Keep a copy of the cut-off part of the target segment too.

@@ -15,6 +15,8 @@ use crate::{Error, ResultExt};
 
 const SEGMENT_SUFFIX: &str = ".journal";
 const TMP_SUFFIX: &str = ".journal.tmp";
+/// A zero-filled file prepared ahead of the next roll; it holds no record until renamed to a segment name.
+const SPARE_NAME: &str = "next-segment.spare";
 
 /// One segment file of the journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,14 +36,22 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<SegmentMeta>, Error> {
         let entry = entry.with_path(dir)?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.ends_with(TMP_SUFFIX) {
-            log::warn!("removing {}: a segment whose creation a crash interrupted", entry.path().display());
+        if name.ends_with(TMP_SUFFIX) || name == SPARE_NAME {
+            log::warn!(
+                "removing {}: a segment whose creation a crash interrupted",
+                entry.path().display()
+            );
             fs::remove_file(entry.path()).with_path(entry.path())?;
             continue;
         }
-        let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) else { continue };
+        let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) else {
+            continue;
+        };
         match stem.parse::<u64>() {
-            Ok(first_seq) if stem.len() == 20 => segments.push(SegmentMeta { first_seq, path: entry.path() }),
+            Ok(first_seq) if stem.len() == 20 => segments.push(SegmentMeta {
+                first_seq,
+                path: entry.path(),
+            }),
             _ => log::warn!("ignoring {}: not a journal segment name", entry.path().display()),
         }
     }
@@ -49,32 +59,128 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<SegmentMeta>, Error> {
     Ok(segments)
 }
 
+/// Prepares segments ahead of need on a background thread, so a roll costs a header write, an fsync and a
+/// rename instead of zero-filling a whole segment on the journal thread.
+pub(crate) struct SparePreparer {
+    requests: std::sync::mpsc::SyncSender<()>,
+    ready: std::sync::mpsc::Receiver<io::Result<File>>,
+    pending: bool,
+}
+
+impl SparePreparer {
+    /// Starts the preparer and asks it for the first spare.
+    pub(crate) fn start(
+        dir: &Path,
+        size_bytes: u64,
+        thread_init: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
+    ) -> io::Result<Self> {
+        let (requests, request_rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let (ready_tx, ready) = std::sync::mpsc::sync_channel(1);
+        let path = dir.join(SPARE_NAME);
+        std::thread::Builder::new()
+            .name("journal-spare".into())
+            .spawn(move || {
+                if let Some(init) = thread_init {
+                    init();
+                }
+                for () in request_rx {
+                    let made = prepare_spare(&path, size_bytes);
+                    if ready_tx.send(made).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        requests
+            .send(())
+            .map_err(|_| io::Error::other("spare segment thread stopped"))?;
+        Ok(SparePreparer {
+            requests,
+            ready,
+            pending: true,
+        })
+    }
+
+    /// Turns the prepared spare into segment `first_seq` (header durable, name durable) and orders the next one.
+    pub(crate) fn take(&mut self, dir: &Path, first_seq: u64) -> Result<(SegmentMeta, File), Error> {
+        if !self.pending {
+            return Err(Error::Io {
+                path: dir.join(SPARE_NAME),
+                source: io::Error::other("no spare segment was ordered"),
+            });
+        }
+        self.pending = false;
+        let spare = self
+            .ready
+            .recv()
+            .map_err(|_| io::Error::other("spare segment thread stopped"));
+        let file = spare.and_then(|r| r).with_path(dir.join(SPARE_NAME))?;
+        let path = segment_path(dir, first_seq);
+        file.write_all_at(&SegmentHeader { first_seq }.encode(), 0)
+            .with_path(&path)?;
+        file.sync_data().with_path(&path)?;
+        fs::rename(dir.join(SPARE_NAME), &path).with_path(&path)?;
+        sync_dir(dir)?;
+        self.pending = self.requests.send(()).is_ok();
+        Ok((SegmentMeta { first_seq, path }, file))
+    }
+}
+
+fn prepare_spare(path: &Path, size_bytes: u64) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    preallocate(&file, size_bytes)?;
+    file.sync_all()?;
+    Ok(file)
+}
+
 /// Creates a preallocated segment whose header is durable and whose name is durable in `dir`.
 pub(crate) fn create(dir: &Path, first_seq: u64, size_bytes: u64) -> Result<(SegmentMeta, File), Error> {
     let path = segment_path(dir, first_seq);
     let tmp = dir.join(format!("{first_seq:020}{TMP_SUFFIX}"));
-    let file = OpenOptions::new().read(true).write(true).create_new(true).open(&tmp).with_path(&tmp)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .with_path(&tmp)?;
     preallocate(&file, size_bytes).with_path(&tmp)?;
-    file.write_all_at(&SegmentHeader { first_seq }.encode(), 0).with_path(&tmp)?;
+    file.write_all_at(&SegmentHeader { first_seq }.encode(), 0)
+        .with_path(&tmp)?;
     file.sync_all().with_path(&tmp)?;
     fs::rename(&tmp, &path).with_path(&path)?;
     sync_dir(dir)?;
     Ok((SegmentMeta { first_seq, path }, file))
 }
 
-/// Reserves `size_bytes` for the file so appends do not fail for lack of space midway and blocks stay
-/// contiguous. Filesystems without fallocate (tmpfs supports it; some FUSE ones do not) just grow the file.
+/// Reserves `size_bytes` for the file by writing zeros, so appends never fail for lack of space midway.
+///
+/// Zeros rather than `fallocate`: fallocated extents are "unwritten", so every first write into them is an
+/// allocation that io_uring cannot do without blocking (it punts each write to a worker thread: measured 4x
+/// slower at 64 KiB on ext4) and every fdatasync must also commit the extent conversion. Overwriting written
+/// zeros needs neither. The cost is one sequential write of the segment at creation.
 pub(crate) fn preallocate(file: &File, size_bytes: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(size_bytes).map_err(|_| io::Error::other("segment size out of range"))?;
-    match nix::fcntl::fallocate(file, nix::fcntl::FallocateFlags::empty(), 0, len) {
-        Ok(()) => Ok(()),
-        Err(nix::errno::Errno::EOPNOTSUPP) => Ok(()),
-        Err(e) => Err(e.into()),
+    const ZEROS_BYTES: usize = 1 << 20;
+    let zeros = vec![0u8; ZEROS_BYTES];
+    let current = file.metadata()?.len();
+    let mut offset = current;
+    while offset < size_bytes {
+        let n = (size_bytes - offset).min(ZEROS_BYTES as u64) as usize;
+        file.write_all_at(&zeros[..n], offset)?;
+        offset += n as u64;
     }
+    Ok(())
 }
 
 pub(crate) fn open_existing(path: &Path) -> Result<File, Error> {
-    OpenOptions::new().read(true).write(true).open(path).with_path(path)
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_path(path)
 }
 
 /// Makes the directory's entries (new, renamed or removed files) durable.

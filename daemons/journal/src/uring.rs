@@ -37,7 +37,13 @@ impl Ring {
         Ok(Ring { ring })
     }
 
-    pub(crate) fn write_at(&mut self, fd: RawFd, mut buf: &[u8], mut offset: u64, then_sync: bool) -> io::Result<()> {
+    pub(crate) fn write_at(
+        &mut self,
+        fd: RawFd,
+        mut buf: &[u8],
+        mut offset: u64,
+        then_sync: bool,
+    ) -> io::Result<()> {
         loop {
             let piece = buf.len().min(WRITE_PIECE_BYTES_MAX);
             let last_piece = piece == buf.len();
@@ -58,16 +64,21 @@ impl Ring {
                 // SAFETY: `buf` stays borrowed until `wait` below has reaped this operation's completion, so the
                 // kernel never reads memory that was freed or reused. The ring has room: it is empty between calls.
                 unsafe {
-                    sq.push(&write).map_err(|_| io::Error::other("io_uring submission queue full"))?;
+                    sq.push(&write)
+                        .map_err(|_| io::Error::other("io_uring submission queue full"))?;
                     if link_sync {
-                        sq.push(&sync).map_err(|_| io::Error::other("io_uring submission queue full"))?;
+                        sq.push(&sync)
+                            .map_err(|_| io::Error::other("io_uring submission queue full"))?;
                     }
                 }
             }
             let results = self.wait(if link_sync { 2 } else { 1 })?;
             let written = result_for(&results, WRITE_TAG)?;
             if written == 0 && piece > 0 {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "io_uring write wrote nothing"));
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "io_uring write wrote nothing",
+                ));
             }
             let written = written as usize;
             buf = &buf[written..];

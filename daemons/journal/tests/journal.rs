@@ -11,7 +11,12 @@ use logtank_journal::{Error, IoBackend, Journal, JournalOptions, Reader};
 const BACKENDS: [IoBackend; 2] = [IoBackend::IoUring, IoBackend::Pwrite];
 
 fn options(backend: IoBackend) -> JournalOptions {
-    JournalOptions { segment_size_bytes: 64 << 10, io_backend: backend, record_bytes_max: 16 << 10, ..Default::default() }
+    JournalOptions {
+        segment_size_bytes: 64 << 10,
+        io_backend: backend,
+        record_bytes_max: 16 << 10,
+        ..Default::default()
+    }
 }
 
 fn payload(i: u64) -> Vec<u8> {
@@ -20,7 +25,11 @@ fn payload(i: u64) -> Vec<u8> {
 }
 
 fn read_all(journal: &Journal, from: u64) -> Vec<(u64, Vec<u8>)> {
-    journal.read_from(from).unwrap().map(|r| r.map(|r| (r.seq, r.payload)).unwrap()).collect()
+    journal
+        .read_from(from)
+        .unwrap()
+        .map(|r| r.map(|r| (r.seq, r.payload)).unwrap())
+        .collect()
 }
 
 // Proves records come back in order with their contents across many segment rolls and a reopen, on both paths.
@@ -30,7 +39,14 @@ fn append_read_roll_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let (journal, report) = Journal::open(dir.path(), options(backend)).unwrap();
         assert_eq!((report.next_seq, report.records), (1, 0));
-        assert_eq!(journal.backend(), if backend == IoBackend::IoUring { "io_uring" } else { "pwrite" });
+        assert_eq!(
+            journal.backend(),
+            if backend == IoBackend::IoUring {
+                "io_uring"
+            } else {
+                "pwrite"
+            }
+        );
         for i in 1..=300 {
             assert_eq!(journal.append(&payload(i)).unwrap(), i);
         }
@@ -45,7 +61,10 @@ fn append_read_roll_reopen() {
         journal.close().unwrap();
 
         let (journal, report) = Journal::open(dir.path(), options(backend)).unwrap();
-        assert_eq!((report.next_seq, report.records, report.torn_tail.clone()), (301, 300, None));
+        assert_eq!(
+            (report.next_seq, report.records, report.torn_tail.clone()),
+            (301, 300, None)
+        );
         assert_eq!(journal.append(b"after reopen").unwrap(), 301);
         journal.wait_written(301).unwrap();
         assert_eq!(read_all(&journal, 301), vec![(301, b"after reopen".to_vec())]);
@@ -59,7 +78,10 @@ fn new_segment_on_open() {
     let (journal, _) = Journal::open(dir.path(), options(IoBackend::Auto)).unwrap();
     journal.append(b"one").unwrap();
     journal.close().unwrap();
-    let opts = JournalOptions { new_segment_on_open: true, ..options(IoBackend::Auto) };
+    let opts = JournalOptions {
+        new_segment_on_open: true,
+        ..options(IoBackend::Auto)
+    };
     let (journal, _) = Journal::open(dir.path(), opts).unwrap();
     assert_eq!(journal.segments().len(), 2);
     assert_eq!(journal.segments()[1].first_seq, 2);
@@ -73,7 +95,10 @@ fn new_segment_on_open() {
 fn group_commit_shares_fsyncs() {
     for backend in BACKENDS {
         let dir = tempfile::tempdir().unwrap();
-        let opts = JournalOptions { segment_size_bytes: 8 << 20, ..options(backend) };
+        let opts = JournalOptions {
+            segment_size_bytes: 8 << 20,
+            ..options(backend)
+        };
         let journal = Arc::new(Journal::open(dir.path(), opts).unwrap().0);
         let threads: Vec<_> = (0..16)
             .map(|t| {
@@ -91,7 +116,10 @@ fn group_commit_shares_fsyncs() {
             t.join().unwrap();
         }
         let fsyncs = journal.metrics().fsyncs.get();
-        assert!(fsyncs < 800, "{fsyncs} fsyncs for 800 durable waits: no group commit");
+        assert!(
+            fsyncs < 800,
+            "{fsyncs} fsyncs for 800 durable waits: no group commit"
+        );
         assert_eq!(journal.marks().durable, 800);
     }
 }
@@ -100,12 +128,18 @@ fn group_commit_shares_fsyncs() {
 #[test]
 fn fsync_interval_makes_records_durable() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = JournalOptions { fsync_interval: Duration::from_millis(50), ..options(IoBackend::Auto) };
+    let opts = JournalOptions {
+        fsync_interval: Duration::from_millis(50),
+        ..options(IoBackend::Auto)
+    };
     let (journal, _) = Journal::open(dir.path(), opts).unwrap();
     let seq = journal.append(b"unwaited").unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while journal.marks().durable < seq {
-        assert!(Instant::now() < deadline, "record never became durable without a waiter");
+        assert!(
+            Instant::now() < deadline,
+            "record never became durable without a waiter"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -115,12 +149,18 @@ fn fsync_interval_makes_records_durable() {
 fn async_waits() {
     let dir = tempfile::tempdir().unwrap();
     let (journal, _) = Journal::open(dir.path(), options(IoBackend::Auto)).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let seq = journal.append(b"a").unwrap();
         journal.written(seq).await.unwrap();
         journal.durable(seq).await.unwrap();
-        assert!(matches!(journal.durable(seq + 5).await, Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            journal.durable(seq + 5).await,
+            Err(Error::InvalidArgument(_))
+        ));
     });
 }
 
@@ -137,7 +177,10 @@ fn retention_drops_old_segments() {
     let cut = before[3].first_seq;
     assert_eq!(journal.drop_before(cut).unwrap(), 3);
     assert_eq!(journal.segments().first().unwrap().first_seq, cut);
-    assert!(matches!(journal.read_from(1).unwrap().next(), Some(Err(Error::Truncated { .. }))));
+    assert!(matches!(
+        journal.read_from(1).unwrap().next(),
+        Some(Err(Error::Truncated { .. }))
+    ));
     assert_eq!(read_all(&journal, cut).len() as u64, 200 - cut + 1);
     let remaining = journal.segments().len();
     assert_eq!(journal.drop_before(u64::MAX).unwrap(), remaining - 1);
@@ -152,7 +195,10 @@ fn retention_drops_old_segments() {
 fn directory_lock() {
     let dir = tempfile::tempdir().unwrap();
     let (_journal, _) = Journal::open(dir.path(), options(IoBackend::Auto)).unwrap();
-    assert!(matches!(Journal::open(dir.path(), options(IoBackend::Auto)), Err(Error::Locked(_))));
+    assert!(matches!(
+        Journal::open(dir.path(), options(IoBackend::Auto)),
+        Err(Error::Locked(_))
+    ));
 }
 
 // Proves oversized records and bad options are refused with clear errors, costing no data.
@@ -163,9 +209,15 @@ fn bad_input_is_refused() {
     let err = journal.append(&vec![0; (16 << 10) + 1]).unwrap_err();
     assert!(err.to_string().contains("exceeds the maximum"), "{err}");
     assert_eq!(journal.append(b"ok").unwrap(), 1);
-    let bad = JournalOptions { record_bytes_max: 1 << 20, ..options(IoBackend::Auto) };
+    let bad = JournalOptions {
+        record_bytes_max: 1 << 20,
+        ..options(IoBackend::Auto)
+    };
     let other = tempfile::tempdir().unwrap();
-    assert!(matches!(Journal::open(other.path(), bad), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        Journal::open(other.path(), bad),
+        Err(Error::InvalidArgument(_))
+    ));
 }
 
 // Proves a live reader sees records appended after it was created, across rolls.
@@ -210,7 +262,10 @@ fn torn_tail_is_truncated_and_appends_continue() {
         report.tail_offset
     };
     // A frame header claiming 500 bytes of which only a few arrived: what a crash mid-write leaves.
-    let file = OpenOptions::new().write(true).open(last_segment(dir.path())).unwrap();
+    let file = OpenOptions::new()
+        .write(true)
+        .open(last_segment(dir.path()))
+        .unwrap();
     let mut torn = vec![0u8; 40];
     torn[0..4].copy_from_slice(&500u32.to_le_bytes());
     torn[8..16].copy_from_slice(&6u64.to_le_bytes());
@@ -256,14 +311,25 @@ fn corruption_before_the_tail_refuses_open_and_salvage_recovers() {
 
     let err = Journal::open(dir.path(), options(IoBackend::Auto)).unwrap_err();
     match &err {
-        Error::Corrupt { path, offset: at, seq, .. } => {
+        Error::Corrupt {
+            path,
+            offset: at,
+            seq,
+            ..
+        } => {
             assert_eq!((path, *at, *seq), (&segment, offset, 4));
         }
         other => panic!("expected corruption, got {other}"),
     }
     let message = err.to_string();
-    assert!(message.contains(&segment.display().to_string()) && message.contains(&offset.to_string()), "{message}");
-    assert!(Reader::open_dir(dir.path(), 1, 16 << 10).is_err(), "a read-only open refuses too");
+    assert!(
+        message.contains(&segment.display().to_string()) && message.contains(&offset.to_string()),
+        "{message}"
+    );
+    assert!(
+        Reader::open_dir(dir.path(), 1, 16 << 10).is_err(),
+        "a read-only open refuses too"
+    );
 
     let moved = logtank_journal::salvage(dir.path(), &segment, offset).unwrap();
     assert!(!moved.is_empty());
@@ -285,5 +351,8 @@ fn corruption_in_an_older_segment_refuses_open() {
     journal.close().unwrap();
     let file = OpenOptions::new().write(true).open(&first).unwrap();
     file.write_all_at(&[0xFF; 4], 40).unwrap();
-    assert!(matches!(Journal::open(dir.path(), options(IoBackend::Auto)), Err(Error::Corrupt { .. })));
+    assert!(matches!(
+        Journal::open(dir.path(), options(IoBackend::Auto)),
+        Err(Error::Corrupt { .. })
+    ));
 }
