@@ -1,5 +1,8 @@
 //! `logtank up` as a real process supervising real processes: stand-in daemons (small Python programs that
 //! serve `/ping` on their admin port and exit 0 on SIGTERM) take the place of daemons not built yet.
+// Helpers outside #[test] functions are not covered by clippy's allow-unwrap-in-tests; a failed
+// unwrap in a test helper is a test failure, which is what we want.
+#![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;

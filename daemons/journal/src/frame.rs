@@ -31,8 +31,8 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The largest payload the format can describe at all; options choose a smaller limit.
 pub const PAYLOAD_BYTES_MAX: u32 = 256 << 20;
 
-const _: () = assert!(SEGMENT_HEADER_BYTES % FRAME_ALIGN_BYTES == 0);
-const _: () = assert!(FRAME_HEADER_BYTES % FRAME_ALIGN_BYTES == 0);
+const _: () = assert!(SEGMENT_HEADER_BYTES.is_multiple_of(FRAME_ALIGN_BYTES));
+const _: () = assert!(FRAME_HEADER_BYTES.is_multiple_of(FRAME_ALIGN_BYTES));
 
 /// The size a frame with `payload_len` bytes of payload occupies on disk, padding included.
 pub fn frame_len(payload_len: usize) -> usize {

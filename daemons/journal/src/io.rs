@@ -37,7 +37,7 @@ impl std::str::FromStr for IoBackend {
 }
 
 pub(crate) enum Backend {
-    Uring(crate::uring::Ring),
+    Uring(Box<crate::uring::Ring>),
     Pwrite,
 }
 
@@ -51,12 +51,12 @@ impl Backend {
             IoBackend::IoUring => {
                 let ring = crate::uring::Ring::new()?;
                 log::info!("journal IO path: io_uring (write linked to fdatasync)");
-                Ok(Backend::Uring(ring))
+                Ok(Backend::Uring(Box::new(ring)))
             }
             IoBackend::Auto => match crate::uring::Ring::new() {
                 Ok(ring) => {
                     log::info!("journal IO path: io_uring (write linked to fdatasync)");
-                    Ok(Backend::Uring(ring))
+                    Ok(Backend::Uring(Box::new(ring)))
                 }
                 Err(e) => {
                     log::warn!(

@@ -194,7 +194,10 @@ pub fn salvage(dir: &Path, path: &Path, offset: u64) -> Result<Vec<PathBuf>, Err
         })?;
     let target = &segments[index];
     let size = fs::metadata(&target.path).with_path(&target.path)?.len();
-    if offset < SEGMENT_HEADER_BYTES as u64 || offset > size || offset % FRAME_ALIGN_BYTES as u64 != 0 {
+    if offset < SEGMENT_HEADER_BYTES as u64
+        || offset > size
+        || !offset.is_multiple_of(FRAME_ALIGN_BYTES as u64)
+    {
         return Err(Error::InvalidArgument(format!(
             "offset {offset} is not a frame boundary inside {} (use the offset the open error named)",
             target.path.display()

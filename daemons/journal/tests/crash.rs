@@ -3,6 +3,9 @@
 //! that every acknowledged record is present and intact. Runs on both IO paths.
 //!
 //! Cycles: `LOGTANK_CRASH_CYCLES` (default 10 here; `tests/run` sets 50).
+// Helpers outside #[test] functions are not covered by clippy's allow-unwrap-in-tests; a failed
+// unwrap in a test helper is a test failure, which is what we want.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};

@@ -1,4 +1,7 @@
 //! The journal through its public API, on real files in temp directories, on both IO paths.
+// Helpers outside #[test] functions are not covered by clippy's allow-unwrap-in-tests; a failed
+// unwrap in a test helper is a test failure, which is what we want.
+#![allow(clippy::unwrap_used)]
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;

@@ -1,5 +1,8 @@
 //! Property tests of recovery on real files: random truncation and random byte flips at random offsets never make
 //! the journal return a wrong record, and a torn tail is cut so appends continue after it.
+// Helpers outside #[test] functions are not covered by clippy's allow-unwrap-in-tests; a failed
+// unwrap in a test helper is a test failure, which is what we want.
+#![allow(clippy::unwrap_used)]
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
