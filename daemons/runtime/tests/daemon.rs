@@ -212,6 +212,9 @@ async fn connection(stream: tokio::net::TcpStream, shared: Arc<Shared>, shutdown
             _ => {}
         }
         let prefix = shared.prefix.read().map(|p| p.clone()).unwrap_or_default();
+        // Counted before the reply, so a client that got its echo always sees it in /metrics and /status.
+        shared.lines.inc();
+        shared.served.fetch_add(1, Ordering::Relaxed);
         if write
             .write_all(format!("{prefix}{line}\n").as_bytes())
             .await
@@ -219,8 +222,6 @@ async fn connection(stream: tokio::net::TcpStream, shared: Arc<Shared>, shutdown
         {
             return;
         }
-        shared.lines.inc();
-        shared.served.fetch_add(1, Ordering::Relaxed);
     }
 }
 
