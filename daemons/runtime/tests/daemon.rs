@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use logtank_runtime::config::{AdminConfig, DaemonConfig, IoConfig, LogConfig, ServerConfig};
+use logtank_runtime::config::{AdminConfig, IoConfig, LogConfig, ServerConfig};
 use logtank_runtime::daemon::{run_named, Daemon, DaemonContext};
 use logtank_runtime::shutdown::{Shutdown, WorkTracker};
 use logtank_runtime::{CommonArgs, StatusSource};
@@ -65,25 +65,7 @@ impl Default for TestdConfig {
     }
 }
 
-impl DaemonConfig for TestdConfig {
-    fn server(&self) -> &ServerConfig {
-        &self.server
-    }
-    fn server_mut(&mut self) -> &mut ServerConfig {
-        &mut self.server
-    }
-    fn admin(&self) -> &AdminConfig {
-        &self.admin
-    }
-    fn admin_mut(&mut self) -> &mut AdminConfig {
-        &mut self.admin
-    }
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-    fn io(&self) -> &IoConfig {
-        &self.io
-    }
+logtank_runtime::impl_daemon_config!(TestdConfig {
     fn warnings(&self) -> Vec<String> {
         if self.echo.prefix.len() > 64 {
             vec!["echo.prefix is longer than 64 bytes".to_owned()]
@@ -91,7 +73,7 @@ impl DaemonConfig for TestdConfig {
             Vec::new()
         }
     }
-}
+});
 
 /// State shared by the connections, the daemon object and `/status`.
 struct Shared {

@@ -212,6 +212,45 @@ pub trait DaemonConfig {
     }
 }
 
+/// Implements [`DaemonConfig`] for a config struct whose shared sections are the fields `server`, `admin`,
+/// `log` and `io`, so no daemon writes the six accessors again. Extra trait items (`warnings`, `validate`)
+/// go in the braces:
+///
+/// ```text
+/// logtank_runtime::impl_daemon_config!(WriterConfig {
+///     fn validate(&self) -> Result<(), InvalidValue> { … }
+/// });
+/// ```
+#[macro_export]
+macro_rules! impl_daemon_config {
+    ($config:ty { $($extra:tt)* }) => {
+        impl $crate::config::DaemonConfig for $config {
+            fn server(&self) -> &$crate::config::ServerConfig {
+                &self.server
+            }
+            fn server_mut(&mut self) -> &mut $crate::config::ServerConfig {
+                &mut self.server
+            }
+            fn admin(&self) -> &$crate::config::AdminConfig {
+                &self.admin
+            }
+            fn admin_mut(&mut self) -> &mut $crate::config::AdminConfig {
+                &mut self.admin
+            }
+            fn log(&self) -> &$crate::config::LogConfig {
+                &self.log
+            }
+            fn io(&self) -> &$crate::config::IoConfig {
+                &self.io
+            }
+            $($extra)*
+        }
+    };
+    ($config:ty) => {
+        $crate::impl_daemon_config!($config {});
+    };
+}
+
 /// Warnings about the shared sections of any daemon's config.
 pub fn common_warnings<C: DaemonConfig + ?Sized>(config: &C) -> Vec<String> {
     let mut warnings = Vec::new();

@@ -46,25 +46,7 @@ impl Default for TestConfig {
     }
 }
 
-impl DaemonConfig for TestConfig {
-    fn server(&self) -> &ServerConfig {
-        &self.server
-    }
-    fn server_mut(&mut self) -> &mut ServerConfig {
-        &mut self.server
-    }
-    fn admin(&self) -> &AdminConfig {
-        &self.admin
-    }
-    fn admin_mut(&mut self) -> &mut AdminConfig {
-        &mut self.admin
-    }
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-    fn io(&self) -> &IoConfig {
-        &self.io
-    }
+crate::impl_daemon_config!(TestConfig {
     fn validate(&self) -> Result<(), InvalidValue> {
         if self.journal.ack != "write" && self.journal.ack != "fsync" {
             return Err(InvalidValue {
@@ -74,7 +56,7 @@ impl DaemonConfig for TestConfig {
         }
         Ok(())
     }
-}
+});
 
 fn file_with(text: &str) -> (tempfile::TempDir, ConfigSource) {
     let dir = tempfile::tempdir().unwrap();
