@@ -61,10 +61,23 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<SegmentMeta>, Error> {
 
 /// Prepares segments ahead of need on a background thread, so a roll costs a header write, an fsync and a
 /// rename instead of zero-filling a whole segment on the journal thread.
+///
+/// Dropping it waits for the thread: a spare still being zero-filled when the journal closes must not be
+/// written to after the directory could be reopened.
 pub(crate) struct SparePreparer {
-    requests: std::sync::mpsc::SyncSender<()>,
+    requests: Option<std::sync::mpsc::SyncSender<()>>,
     ready: std::sync::mpsc::Receiver<io::Result<File>>,
     pending: bool,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for SparePreparer {
+    fn drop(&mut self) {
+        self.requests = None; // Ends the thread's request loop.
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl SparePreparer {
@@ -77,7 +90,7 @@ impl SparePreparer {
         let (requests, request_rx) = std::sync::mpsc::sync_channel::<()>(1);
         let (ready_tx, ready) = std::sync::mpsc::sync_channel(1);
         let path = dir.join(SPARE_NAME);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("journal-spare".into())
             .spawn(move || {
                 if let Some(init) = thread_init {
@@ -94,9 +107,10 @@ impl SparePreparer {
             .send(())
             .map_err(|_| io::Error::other("spare segment thread stopped"))?;
         Ok(SparePreparer {
-            requests,
+            requests: Some(requests),
             ready,
             pending: true,
+            thread: Some(thread),
         })
     }
 
@@ -120,7 +134,7 @@ impl SparePreparer {
         file.sync_data().with_path(&path)?;
         fs::rename(dir.join(SPARE_NAME), &path).with_path(&path)?;
         sync_dir(dir)?;
-        self.pending = self.requests.send(()).is_ok();
+        self.pending = self.requests.as_ref().is_some_and(|r| r.send(()).is_ok());
         Ok((SegmentMeta { first_seq, path }, file))
     }
 }
