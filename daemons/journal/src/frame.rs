@@ -139,12 +139,17 @@ pub fn decode_frame(bytes: &[u8], payload_max: u32) -> Decoded<'_> {
     if seq == 0 {
         return Decoded::Invalid(Invalid::ZeroSequence);
     }
+    // Segments are zero-filled, so the padding is always there; a file cut inside it was cut short, and
+    // the next frame must start on an aligned offset (regression: a physically shortened segment).
+    let padded = frame_len(len as usize);
+    if bytes.len() < padded {
+        return Decoded::Invalid(Invalid::Truncated);
+    }
     Decoded::Frame(Frame {
         seq,
         durable_hint: read_u64(header, 16),
         payload: &bytes[FRAME_HEADER_BYTES..end],
-        // The padding after the last frame of a file may be cut off; never step past the end.
-        frame_len: frame_len(len as usize).min(bytes.len()),
+        frame_len: padded,
     })
 }
 
