@@ -48,16 +48,9 @@ impl Backend {
                 log::info!("journal IO path: pwrite + fdatasync (forced by configuration)");
                 Ok(Backend::Pwrite)
             }
-            IoBackend::IoUring => {
-                let ring = crate::uring::Ring::new()?;
-                log::info!("journal IO path: io_uring (write linked to fdatasync)");
-                Ok(Backend::Uring(Box::new(ring)))
-            }
+            IoBackend::IoUring => Ok(Backend::uring(crate::uring::Ring::new()?)),
             IoBackend::Auto => match crate::uring::Ring::new() {
-                Ok(ring) => {
-                    log::info!("journal IO path: io_uring (write linked to fdatasync)");
-                    Ok(Backend::Uring(Box::new(ring)))
-                }
+                Ok(ring) => Ok(Backend::uring(ring)),
                 Err(e) => {
                     log::warn!(
                         "journal IO path: pwrite + fdatasync, because io_uring is unavailable ({e}); \
@@ -67,6 +60,11 @@ impl Backend {
                 }
             },
         }
+    }
+
+    fn uring(ring: crate::uring::Ring) -> Backend {
+        log::info!("journal IO path: io_uring (write linked to fdatasync)");
+        Backend::Uring(Box::new(ring))
     }
 
     pub(crate) fn name(&self) -> &'static str {

@@ -207,20 +207,17 @@ impl Journal {
 
         let mut segments = report.segments.clone();
         let has_records = report.tail_offset > SEGMENT_HEADER_BYTES as u64;
+        // What a crashed predecessor wrote may still sit unsynced in the page cache: make it durable before
+        // anything is stacked on top of it (or a new segment starts), so `durable` below is the truth.
+        if let Some(last) = segments.last() {
+            segment::open_existing(&last.path)?
+                .sync_data()
+                .with_path(&last.path)?;
+        }
+        let reuse_last = !(options.new_segment_on_open && has_records);
         let (file, offset) = match segments.last() {
-            Some(last) if !(options.new_segment_on_open && has_records) => {
-                let file = segment::open_existing(&last.path)?;
-                // What a crashed predecessor wrote may still sit unsynced in the page cache: make it durable
-                // before anything is stacked on top of it, so `durable` below is the truth.
-                file.sync_data().with_path(&last.path)?;
-                (file, report.tail_offset)
-            }
-            last => {
-                if let Some(last) = last {
-                    segment::open_existing(&last.path)?
-                        .sync_data()
-                        .with_path(&last.path)?;
-                }
+            Some(last) if reuse_last => (segment::open_existing(&last.path)?, report.tail_offset),
+            _ => {
                 let (meta, file) = segment::create(dir, report.next_seq, options.segment_size_bytes)?;
                 segments.push(meta);
                 (file, SEGMENT_HEADER_BYTES as u64)
@@ -309,6 +306,9 @@ impl Journal {
 
     /// Appends records back to back, in order, and returns the first and last sequence numbers.
     pub fn append_many<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<(u64, u64), Error> {
+        if payloads.is_empty() {
+            return Err(Error::InvalidArgument("append of no records".into()));
+        }
         let shared = &*self.shared;
         let max = shared.record_bytes_max;
         let mut total = 0;
@@ -318,9 +318,6 @@ impl Journal {
                 return Err(Error::RecordTooLarge { len, max });
             }
             total += frame::frame_len(len);
-        }
-        if payloads.is_empty() {
-            return Err(Error::InvalidArgument("append of no records".into()));
         }
         let mut st = shared.lock();
         loop {

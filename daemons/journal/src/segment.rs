@@ -128,14 +128,9 @@ impl SparePreparer {
             .recv()
             .map_err(|_| io::Error::other("spare segment thread stopped"));
         let file = spare.and_then(|r| r).with_path(dir.join(SPARE_NAME))?;
-        let path = segment_path(dir, first_seq);
-        file.write_all_at(&SegmentHeader { first_seq }.encode(), 0)
-            .with_path(&path)?;
-        file.sync_data().with_path(&path)?;
-        fs::rename(dir.join(SPARE_NAME), &path).with_path(&path)?;
-        sync_dir(dir)?;
+        let installed = install(dir, &dir.join(SPARE_NAME), file, first_seq)?;
         self.pending = self.requests.as_ref().is_some_and(|r| r.send(()).is_ok());
-        Ok((SegmentMeta { first_seq, path }, file))
+        Ok(installed)
     }
 }
 
@@ -153,7 +148,6 @@ fn prepare_spare(path: &Path, size_bytes: u64) -> io::Result<File> {
 
 /// Creates a preallocated segment whose header is durable and whose name is durable in `dir`.
 pub(crate) fn create(dir: &Path, first_seq: u64, size_bytes: u64) -> Result<(SegmentMeta, File), Error> {
-    let path = segment_path(dir, first_seq);
     let tmp = dir.join(format!("{first_seq:020}{TMP_SUFFIX}"));
     let file = OpenOptions::new()
         .read(true)
@@ -162,10 +156,17 @@ pub(crate) fn create(dir: &Path, first_seq: u64, size_bytes: u64) -> Result<(Seg
         .open(&tmp)
         .with_path(&tmp)?;
     preallocate(&file, size_bytes).with_path(&tmp)?;
+    install(dir, &tmp, file, first_seq)
+}
+
+/// Turns a zero-filled file at `from` into segment `first_seq`: header written and fsynced, then renamed into
+/// place and the directory fsynced, so a segment name never points at a file without a durable header.
+fn install(dir: &Path, from: &Path, file: File, first_seq: u64) -> Result<(SegmentMeta, File), Error> {
+    let path = segment_path(dir, first_seq);
     file.write_all_at(&SegmentHeader { first_seq }.encode(), 0)
-        .with_path(&tmp)?;
-    file.sync_all().with_path(&tmp)?;
-    fs::rename(&tmp, &path).with_path(&path)?;
+        .with_path(from)?;
+    file.sync_all().with_path(from)?;
+    fs::rename(from, &path).with_path(&path)?;
     sync_dir(dir)?;
     Ok((SegmentMeta { first_seq, path }, file))
 }
