@@ -1,0 +1,1 @@
+//! Coordination client wrapper (placeholder).
