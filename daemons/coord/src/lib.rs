@@ -1,1 +1,42 @@
-//! Coordination client wrapper (placeholder).
+//! What every logtank daemon needs from coordination, over the `zookeeper-client` crate, so the same binary
+//! works against logtank-coordd and a real Apache ZooKeeper ensemble alike.
+//!
+//! - [`CoordConfig`]: the daemon's `[coord]` config section (connect string, session timeout, connect timeout).
+//! - [`Coord::connect`]: a session, established with capped exponential backoff and renewed by a supervisor
+//!   task whenever the server ends it (expiry), so a long pause or a partition never leaves a daemon without
+//!   coordination.
+//! - [`Coord::register`] → [`Registration`]: an ephemeral node (e.g. `/logtank/services/storage/<host:port>`)
+//!   with its parents created, registered again after a session is renewed or the node deleted.
+//! - [`Coord::recovery_endpoint`] and [`Coord::watch_recovery_endpoint`] → [`RecoveryWatcher`]: where the
+//!   master's reader is, now and as it changes.
+//! - [`Coord::epoch`] and [`Coord::bump_epoch`]: the promotion epoch, bumped by compare-and-set.
+//! - [`paths`]: the node names logtank uses (DESIGN §4).
+//!
+//! Deliberately absent: any protocol code (the client crate speaks the wire) and any blocking call; the
+//! session lives on the tokio runtime that connected it. With the `test-support` feature, [`test_support`]
+//! starts a real server for integration tests.
+#![forbid(unsafe_code)]
+
+mod config;
+mod connect;
+mod epoch;
+mod error;
+pub mod paths;
+mod recovery;
+mod registration;
+mod session;
+#[cfg(feature = "test-support")]
+pub mod test_support;
+
+pub use config::{
+    check_connect_string, CoordConfig, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_SERVERS,
+    DEFAULT_SESSION_TIMEOUT_MS,
+};
+pub use connect::{connect, Backoff, BACKOFF_MAX_MS, BACKOFF_MIN_MS};
+pub use epoch::EPOCH_BUMP_CONFLICTS_MAX;
+pub use error::{CoordError, ZkError};
+pub use recovery::RecoveryWatcher;
+pub use registration::{Registration, STALE_NODE_WAIT_MAX};
+pub use session::Coord;
+/// The client crate itself, so daemons and the CLI use exactly the version this crate was tested with.
+pub use zookeeper_client;

@@ -1,0 +1,311 @@
+//! A real ZooKeeper-protocol server for integration tests: Debian's Apache ZooKeeper, and logtank-coordd when
+//! `LOGTANK_COORDD` names its binary. Test-only (feature `test-support`); every crate whose tests need a
+//! server (this one, the CLI, later the daemons) enables the feature on its dev-dependency, so the recipe for
+//! starting a server lives once, next to the client it serves.
+//!
+//! Each [`TestServer`] runs in its own temp dir on a free loopback port and is killed when dropped. A watchdog
+//! (`sh`) kills it too if the test process dies without unwinding (SIGKILL, abort), so no server outlives
+//! its test run.
+//!
+//! Helpers here panic with a message saying what to do: they run inside tests, where a panic is a failure.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The environment variable naming a logtank-coordd binary to run every server test against as well.
+pub const COORDD_ENV: &str = "LOGTANK_COORDD";
+/// Debian's ZooKeeper server jar; its manifest's Class-Path names its dependencies.
+pub const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
+/// The tick both servers run with: ZooKeeper bounds session timeouts to 2..20 ticks (4 s to 40 s here).
+pub const TICK_MS: u64 = 2000;
+/// How long a server may take to answer `ruok`: a JVM starting on a busy 2-core machine is slow.
+pub const START_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often a port turned out to be taken before we give up (another process bound it between our probe
+/// and the server's bind).
+const START_ATTEMPTS_MAX: u32 = 3;
+/// The most of a server's log a failure message quotes.
+const LOG_TAIL_BYTES_MAX: usize = 4000;
+
+/// Which server to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerKind {
+    /// Debian's Apache ZooKeeper 3.8 (`apt-get install zookeeper`), standalone.
+    ZooKeeper,
+    /// A logtank-coordd binary.
+    Coordd(PathBuf),
+}
+
+impl ServerKind {
+    /// The servers the tests must pass against: ZooKeeper always, coordd too when [`COORDD_ENV`] is set.
+    ///
+    /// # Panics
+    /// When ZooKeeper is not installed: a test that silently skipped its server would prove nothing.
+    pub fn under_test() -> Vec<ServerKind> {
+        check_zookeeper_installed();
+        let mut kinds = vec![ServerKind::ZooKeeper];
+        if let Some(bin) = std::env::var_os(COORDD_ENV).filter(|v| !v.is_empty()) {
+            let bin = PathBuf::from(bin);
+            assert!(
+                bin.is_file(),
+                "{COORDD_ENV}={} is not a file; build it (cargo build -p logtank-coordd) or unset {COORDD_ENV}",
+                bin.display()
+            );
+            kinds.push(ServerKind::Coordd(bin));
+        }
+        kinds
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServerKind::ZooKeeper => "zookeeper",
+            ServerKind::Coordd(_) => "coordd",
+        }
+    }
+}
+
+/// Runs `test` once against each server of [`ServerKind::under_test`], each freshly started.
+pub fn for_each_server(mut test: impl FnMut(&TestServer)) {
+    for kind in ServerKind::under_test() {
+        let server = TestServer::start(&kind);
+        eprintln!("--- against {} at {}", kind.name(), server.connect_string());
+        test(&server);
+    }
+}
+
+/// A running server; killed on drop.
+#[derive(Debug)]
+pub struct TestServer {
+    kind: ServerKind,
+    child: Child,
+    watchdog: Option<Child>,
+    port: u16,
+    log: PathBuf,
+    // Last, so the directory goes after the processes using it.
+    dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts `kind` on a free loopback port and waits for `ruok` → `imok`.
+    ///
+    /// # Panics
+    /// If the server cannot be started or does not answer within [`START_TIMEOUT`], with its log's tail.
+    pub fn start(kind: &ServerKind) -> TestServer {
+        if *kind == ServerKind::ZooKeeper {
+            check_zookeeper_installed();
+        }
+        let mut last_failure = String::new();
+        for _ in 0..START_ATTEMPTS_MAX {
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("logtank-{}-", kind.name()))
+                .tempdir()
+                .expect("creating a temp dir for the test server");
+            let port = free_port();
+            let log = dir.path().join("server.log");
+            let child = spawn(kind, dir.path(), port, &log);
+            let mut server = TestServer {
+                kind: kind.clone(),
+                watchdog: spawn_watchdog(child.id()),
+                child,
+                port,
+                log,
+                dir,
+            };
+            match server.wait_ready() {
+                Ok(()) => return server,
+                Err(failure) => last_failure = failure,
+            }
+        }
+        panic!("{last_failure}");
+    }
+
+    /// The connect string of this server (`127.0.0.1:PORT`).
+    pub fn connect_string(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn kind(&self) -> &ServerKind {
+        &self.kind
+    }
+
+    /// The server's temp dir (its data lives under it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Sends a four-letter word (`ruok`, `srvr`, `cons`, …) and returns the whole answer.
+    pub fn four_letter_word(&self, word: &str) -> std::io::Result<String> {
+        four_letter_word(self.port, word)
+    }
+
+    /// The end of the server's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        let start = text.len().saturating_sub(LOG_TAIL_BYTES_MAX);
+        String::from_utf8_lossy(&text[start..]).into_owned()
+    }
+
+    /// Polls `ruok` until `imok`, the process exits, or [`START_TIMEOUT`] passes.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "{} exited at start ({status}); log {}:\n{}",
+                    self.kind.name(),
+                    self.log.display(),
+                    self.log_tail()
+                ));
+            }
+            if self.four_letter_word("ruok").is_ok_and(|a| a == "imok") {
+                return Ok(());
+            }
+            if started.elapsed() > START_TIMEOUT {
+                return Err(format!(
+                    "{} did not answer ruok on port {} within {:?}; log {}:\n{}",
+                    self.kind.name(),
+                    self.port,
+                    START_TIMEOUT,
+                    self.log.display(),
+                    self.log_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
+    }
+}
+
+/// Sends a four-letter word to a server on loopback and reads the answer to its end.
+pub fn four_letter_word(port: u16, word: &str) -> std::io::Result<String> {
+    let timeout = Duration::from_secs(5);
+    let mut stream = TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(word.as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+/// Panics, saying how to install it, unless Debian's ZooKeeper server and a JVM are here.
+fn check_zookeeper_installed() {
+    let java = Command::new("java")
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        java && Path::new(ZOOKEEPER_JAR).is_file(),
+        "these tests run against a real ZooKeeper server, and it is not installed (need `java` and {ZOOKEEPER_JAR}): \
+         run tests/compat/setup, or `apt-get install -y zookeeper zookeeper-bin` (tests/run installs it)"
+    );
+}
+
+/// A port that was free a moment ago. The server binds it itself (it takes a config, not a socket), so a
+/// race with another process is possible; `start` retries with a new port if the server then fails.
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0 to find a free port")
+}
+
+fn spawn(kind: &ServerKind, dir: &Path, port: u16, log: &Path) -> Child {
+    let log_file = std::fs::File::create(log).expect("creating the test server's log");
+    let stderr = log_file.try_clone().expect("cloning the log file handle");
+    let mut command = match kind {
+        ServerKind::ZooKeeper => zookeeper_command(dir, port),
+        ServerKind::Coordd(bin) => coordd_command(bin, dir, port),
+    };
+    command
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", kind.name()))
+}
+
+fn zookeeper_command(dir: &Path, port: u16) -> Command {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("creating the ZooKeeper data dir");
+    let cfg = dir.join("zoo.cfg");
+    let text = format!(
+        "tickTime={TICK_MS}\n\
+         dataDir={}\n\
+         clientPort={port}\n\
+         clientPortAddress=127.0.0.1\n\
+         4lw.commands.whitelist=*\n\
+         admin.enableServer=false\n\
+         maxClientCnxns=0\n",
+        data.display()
+    );
+    std::fs::write(&cfg, text).expect("writing zoo.cfg");
+    // slf4j-simple, when present, sends the server's log to stderr (our log file) instead of nowhere.
+    let mut classpath = vec!["/etc/zookeeper/conf", ZOOKEEPER_JAR];
+    if Path::new("/usr/share/java/slf4j-simple.jar").is_file() {
+        classpath.push("/usr/share/java/slf4j-simple.jar");
+    }
+    let mut command = Command::new("java");
+    command
+        .args([
+            "-Xmx256m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-Dzookeeper.admin.enableServer=false",
+            "-cp",
+            &classpath.join(":"),
+            "org.apache.zookeeper.server.ZooKeeperServerMain",
+        ])
+        .arg(&cfg)
+        .current_dir(dir);
+    command
+}
+
+fn coordd_command(bin: &Path, dir: &Path, port: u16) -> Command {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("creating the coordd data dir");
+    let cfg = dir.join("coordd.toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_root = \"{}\"\ntick_ms = {TICK_MS}\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n",
+        data.display()
+    );
+    std::fs::write(&cfg, text).expect("writing coordd.toml");
+    let mut command = Command::new(bin);
+    command.arg("--config").arg(&cfg).current_dir(dir);
+    command
+}
+
+/// A shell loop that kills `child` once this test process is gone, for the deaths Drop never sees.
+fn spawn_watchdog(child: u32) -> Option<Child> {
+    Command::new("sh")
+        .args([
+            "-c",
+            r#"while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done; kill -9 "$2" 2>/dev/null"#,
+            "logtank-test-watchdog",
+        ])
+        .arg(std::process::id().to_string())
+        .arg(child.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
+}
