@@ -408,6 +408,21 @@ impl Journal {
         }
     }
 
+    /// Asks for an fsync covering record `seq` without waiting for it: for a caller that follows progress
+    /// through [`Journal::subscribe`] (an event loop must not block, and one `durable` future per request
+    /// would cost a watch receiver each).
+    pub fn request_durable(&self, seq: u64) -> Result<(), Error> {
+        let mut st = self.shared.lock();
+        check_appended(&st, seq)?;
+        if st.marks.durable < seq && st.durable_wanted < seq {
+            st.durable_wanted = seq;
+            if st.writer_idle {
+                self.shared.writer_wake.notify_one();
+            }
+        }
+        Ok(())
+    }
+
     /// Async twin of [`Journal::wait_written`]; never blocks the executor.
     pub async fn written(&self, seq: u64) -> Result<(), Error> {
         check_appended(&self.shared.lock(), seq)?;

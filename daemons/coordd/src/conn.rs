@@ -1,0 +1,275 @@
+//! The client port: the accept loop (with the per-IP connection limit) and one task pair per connection.
+//! The reader splits frames and decodes them into [`Command`]s for the core; the writer sends whatever the
+//! core queued in the connection's [`Outbox`]. Neither touches the tree.
+//!
+//! A connection's first 4 bytes are either a frame length (the handshake follows) or a four-letter word,
+//! which is answered with text and the connection closed, as ZooKeeper does.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use logtank_runtime::Shutdown;
+use logtank_zk::frame::{four_letter_word, next_frame, Frame};
+use logtank_zk::{ConnectRequest, Request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::config::CoorddConfig;
+use crate::core::{Command, Outbox, Outgoing};
+
+/// Bytes read from a socket per call.
+const READ_CHUNK_BYTES: usize = 64 << 10;
+
+/// Counts connections per client IP, so one host cannot take all the file descriptors.
+#[derive(Debug, Default)]
+struct PerIp {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerIp {
+    fn try_acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpGuard> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(ip).or_insert(0);
+        if max > 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpGuard { per_ip: self.clone(), ip })
+    }
+}
+
+struct IpGuard {
+    per_ip: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl Drop for IpGuard {
+    fn drop(&mut self) {
+        let mut counts = self.per_ip.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Accepts clients until `shutdown`; then drops its command sender so the core can finish.
+pub async fn accept_loop(
+    listener: TcpListener,
+    commands: mpsc::Sender<Command>,
+    config: Arc<CoorddConfig>,
+    shutdown: Shutdown,
+) {
+    let per_ip = Arc::new(PerIp::default());
+    let next_conn = AtomicU64::new(1);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little instead of spinning.
+                log::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(guard) = per_ip.try_acquire(peer.ip(), config.limits.connections_per_ip_max) else {
+            log::warn!(
+                "too many connections from {} (limits.connections_per_ip_max = {}); closing",
+                peer.ip(),
+                config.limits.connections_per_ip_max
+            );
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = next_conn.fetch_add(1, Ordering::Relaxed);
+        let (commands, config, shutdown) = (commands.clone(), config.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            serve(stream, conn, peer, commands, config, shutdown).await;
+            drop(guard);
+        });
+    }
+}
+
+/// Why reading a connection stopped.
+enum ReadEnd {
+    /// The client went away, sent something invalid, or the core closed it: tell the core.
+    Gone,
+    /// The server is stopping: leave the session to the core's final flush.
+    Shutdown,
+}
+
+async fn serve(
+    stream: TcpStream,
+    conn: u64,
+    peer: SocketAddr,
+    commands: mpsc::Sender<Command>,
+    config: Arc<CoorddConfig>,
+    shutdown: Shutdown,
+) {
+    let (mut rd, wr) = stream.into_split();
+    let frame_max = config.limits.frame_bytes_max;
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    // Handshake or four-letter word.
+    let connect = loop {
+        match next_frame(&buf, frame_max) {
+            _ if buf.len() >= 4 && four_letter_word(&buf).is_some() => {
+                let word = four_letter_word(&buf).unwrap_or("ruok");
+                let text = if config.four_letter_words.allows(word) {
+                    let (tx, rx) = oneshot::channel();
+                    if commands.send(Command::FourLetter { word, reply: tx }).await.is_err() {
+                        return;
+                    }
+                    rx.await.unwrap_or_default()
+                } else {
+                    format!("{word} is not executed because it is not in the whitelist.\n")
+                };
+                let mut wr = wr;
+                let _ = wr.write_all(text.as_bytes()).await;
+                let _ = wr.shutdown().await;
+                return;
+            }
+            Ok(Frame::Complete { payload, used }) => {
+                let req = ConnectRequest::decode(payload);
+                buf.drain(..used);
+                match req {
+                    Ok(r) => break r,
+                    Err(e) => {
+                        log::info!("bad handshake from {peer}: {e}; closing");
+                        return;
+                    }
+                }
+            }
+            Ok(Frame::Incomplete) => {}
+            Err(e) => {
+                log::info!("connection from {peer}: {e}; closing");
+                return;
+            }
+        }
+        if !read_more(&mut rd, &mut buf, &shutdown).await {
+            return;
+        }
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(Notify::new());
+    let writer = tokio::spawn(write_loop(wr, rx, queued_bytes.clone(), closed.clone()));
+    let outbox = Outbox { tx, queued_bytes };
+    if commands.send(Command::Connect { conn, req: connect, peer, outbox }).await.is_err() {
+        return;
+    }
+    let end = read_requests(&mut rd, &mut buf, conn, peer, &commands, frame_max, &shutdown, &closed).await;
+    if let ReadEnd::Gone = end {
+        let _ = commands.send(Command::Disconnected { conn }).await;
+    }
+    drop(commands);
+    let _ = writer.await;
+}
+
+/// Reads more bytes; false at EOF, on error or at shutdown.
+async fn read_more(rd: &mut tokio::net::tcp::OwnedReadHalf, buf: &mut Vec<u8>, shutdown: &Shutdown) -> bool {
+    let start = buf.len();
+    buf.resize(start + READ_CHUNK_BYTES, 0);
+    let n = tokio::select! {
+        r = rd.read(&mut buf[start..]) => r.unwrap_or(0),
+        _ = shutdown.wait() => 0,
+    };
+    buf.truncate(start + n);
+    n > 0
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read_requests(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut Vec<u8>,
+    conn: u64,
+    peer: SocketAddr,
+    commands: &mpsc::Sender<Command>,
+    frame_max: usize,
+    shutdown: &Shutdown,
+    closed: &Notify,
+) -> ReadEnd {
+    loop {
+        // Decode every whole frame already buffered.
+        let mut consumed = 0;
+        loop {
+            match next_frame(&buf[consumed..], frame_max) {
+                Ok(Frame::Complete { payload, used }) => {
+                    match Request::decode(payload) {
+                        Ok((header, req)) => {
+                            let cmd = Command::Request { conn, xid: header.xid, req, received: Instant::now() };
+                            if commands.send(cmd).await.is_err() {
+                                return ReadEnd::Shutdown;
+                            }
+                        }
+                        Err(e) => {
+                            log::info!("connection from {peer}: undecodable request: {e}; closing");
+                            return ReadEnd::Gone;
+                        }
+                    }
+                    consumed += used;
+                }
+                Ok(Frame::Incomplete) => break,
+                Err(e) => {
+                    log::info!("connection from {peer}: {e}; closing");
+                    return ReadEnd::Gone;
+                }
+            }
+        }
+        buf.drain(..consumed);
+        let start = buf.len();
+        buf.resize(start + READ_CHUNK_BYTES, 0);
+        let n = tokio::select! {
+            r = rd.read(&mut buf[start..]) => r.unwrap_or(0),
+            _ = closed.notified() => 0,
+            _ = shutdown.wait() => {
+                buf.truncate(start);
+                return ReadEnd::Shutdown;
+            }
+        };
+        buf.truncate(start + n);
+        if n == 0 {
+            return ReadEnd::Gone;
+        }
+    }
+}
+
+async fn write_loop(
+    wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    queued_bytes: Arc<AtomicUsize>,
+    closed: Arc<Notify>,
+) {
+    let mut out = BufWriter::with_capacity(64 << 10, wr);
+    'outer: while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Outgoing::Frame(frame) => {
+                    queued_bytes.fetch_sub(frame.len(), Ordering::Relaxed);
+                    if out.write_all(&frame).await.is_err() {
+                        break 'outer;
+                    }
+                }
+                Outgoing::Close => break 'outer,
+            }
+            next = rx.try_recv().ok();
+        }
+        if out.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = out.flush().await;
+    let _ = out.shutdown().await;
+    closed.notify_one();
+}
