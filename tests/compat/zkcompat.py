@@ -33,7 +33,9 @@ def four_letter_word(port, word, timeout_s=2.0):
 
 
 def port_is_free(port):
+    """True if nothing listens on 127.0.0.1:port (TIME_WAIT leftovers do not count: servers use SO_REUSEADDR)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True
