@@ -94,7 +94,7 @@ pub async fn connect(config: &CoordConfig) -> Result<Client, CoordError> {
                 servers: config.servers.clone(),
                 attempts,
                 elapsed_ms: started.elapsed().as_millis(),
-                source: error,
+                error,
             });
         }
         log::debug!(

@@ -13,23 +13,23 @@ pub enum CoordError {
     /// No session could be established before `coord.connect_timeout_ms` ran out.
     #[error(
         "could not connect to coordination at {servers} in {elapsed_ms} ms ({attempts} attempts; is \
-         logtank-coordd or ZooKeeper running there?): {source}"
+         logtank-coordd or ZooKeeper running there?): {error}"
     )]
     Connect {
         servers: String,
         attempts: u32,
         elapsed_ms: u128,
-        #[source]
-        source: ZkError,
+        // In the message rather than a `#[source]`, so `{e}` in a log line says why, and anyhow's `{e:#}`
+        // does not say it twice.
+        error: ZkError,
     },
 
     /// An operation on a node failed for a reason retrying would not fix.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}: {error}")]
     Node {
         op: &'static str,
         path: String,
-        #[source]
-        source: ZkError,
+        error: ZkError,
     },
 
     /// A node we must own is held by a node we cannot wait out: a persistent node, or an ephemeral node of
@@ -54,18 +54,18 @@ pub enum CoordError {
 }
 
 impl CoordError {
-    pub(crate) fn node(op: &'static str, path: &str, source: ZkError) -> Self {
+    pub(crate) fn node(op: &'static str, path: &str, error: ZkError) -> Self {
         CoordError::Node {
             op,
             path: path.to_string(),
-            source,
+            error,
         }
     }
 
     /// The client library's error underneath, if there is one (to match on e.g. `ZkError::NoNode`).
     pub fn zk_error(&self) -> Option<&ZkError> {
         match self {
-            CoordError::Connect { source, .. } | CoordError::Node { source, .. } => Some(source),
+            CoordError::Connect { error, .. } | CoordError::Node { error, .. } => Some(error),
             _ => None,
         }
     }

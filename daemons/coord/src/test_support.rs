@@ -7,12 +7,17 @@
 //! (`sh`) kills it too if the test process dies without unwinding (SIGKILL, abort), so no server outlives
 //! its test run.
 //!
+//! [`TcpProxy`] stands between a client and a server so a test can cut the network (a partition) and heal
+//! it: the only way to expire a session that works the same against every server.
+//!
 //! Helpers here panic with a message saying what to do: they run inside tests, where a panic is a failure.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The environment variable naming a logtank-coordd binary to run every server test against as well.
@@ -308,4 +313,101 @@ fn spawn_watchdog(child: u32) -> Option<Child> {
         .stderr(Stdio::null())
         .spawn()
         .ok()
+}
+
+/// A loopback TCP proxy to one server whose network a test can cut and heal.
+///
+/// While cut, every proxied connection is closed and new ones are accepted and closed at once: to the client
+/// it looks like a server that is unreachable, and to the server like a client that went silent, so the
+/// server expires the session after its timeout, exactly as in a real partition.
+#[derive(Debug)]
+pub struct TcpProxy {
+    addr: SocketAddr,
+    shared: Arc<ProxyShared>,
+}
+
+#[derive(Debug, Default)]
+struct ProxyShared {
+    cut: AtomicBool,
+    stopped: AtomicBool,
+    /// Both sockets of every live proxied connection, to shut down on `cut`.
+    live: Mutex<Vec<TcpStream>>,
+}
+
+impl TcpProxy {
+    /// Starts a proxy on a free loopback port forwarding to `127.0.0.1:upstream_port`.
+    pub fn start(upstream_port: u16) -> TcpProxy {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding the proxy");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let shared = Arc::new(ProxyShared::default());
+        let accepting = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if accepting.stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                if accepting.cut.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect((Ipv4Addr::LOCALHOST, upstream_port)) else {
+                    continue;
+                };
+                forward(&accepting, client, server);
+            }
+        });
+        TcpProxy { addr, shared }
+    }
+
+    /// The connect string clients use to go through the proxy.
+    pub fn connect_string(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Closes every connection through the proxy and refuses new ones until [`TcpProxy::heal`].
+    pub fn cut(&self) {
+        self.shared.cut.store(true, Ordering::SeqCst);
+        let live = std::mem::take(&mut *self.shared.live.lock().unwrap_or_else(|e| e.into_inner()));
+        for stream in live {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn heal(&self) {
+        self.shared.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        self.cut();
+        // Wake the accept loop so it sees `stopped`.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// Copies both ways on two threads; each direction shuts the other socket's write side when it ends.
+fn forward(shared: &ProxyShared, client: TcpStream, server: TcpStream) {
+    let (Ok(client2), Ok(server2)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    {
+        let mut live = shared.live.lock().unwrap_or_else(|e| e.into_inner());
+        for s in [&client, &server] {
+            if let Ok(s) = s.try_clone() {
+                live.push(s);
+            }
+        }
+    }
+    let pipe = |mut from: TcpStream, mut to: TcpStream| {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(Shutdown::Write);
+            let _ = from.shutdown(Shutdown::Read);
+        });
+    };
+    pipe(client, server2);
+    pipe(server, client2);
 }

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use logtank_coord::test_support::{for_each_server, TestServer};
+use logtank_coord::test_support::{for_each_server, TcpProxy, TestServer};
 use logtank_coord::zookeeper_client::{Acls, Client, CreateMode, SessionState, Stat};
 use logtank_coord::{paths, Coord, CoordConfig, CoordError};
 
@@ -55,22 +55,30 @@ async fn stat_of(client: &Client, path: &str) -> Option<Stat> {
     client.check_stat(path).await.unwrap()
 }
 
-/// Ends `coord`'s current session the way a server does when it expires it: a second client takes the
-/// session over (same id and password) and closes it. Returns the id of the session that ended.
-async fn expire_session(coord: &Coord, server: &TestServer) -> i64 {
+/// The shortest session timeout both servers grant with a 2 s tick (2 ticks), so expiry tests are quick.
+const SHORT_SESSION_MS: u64 = 4000;
+
+/// A config that reaches `server` through `proxy`, with a short session timeout.
+fn partitionable(proxy: &TcpProxy) -> CoordConfig {
+    CoordConfig {
+        session_timeout_ms: SHORT_SESSION_MS,
+        connect_timeout_ms: 20_000,
+        ..CoordConfig::with_servers(proxy.connect_string())
+    }
+}
+
+/// Ends `coord`'s current session by a partition: cuts the proxy until the session has expired (the server
+/// stops hearing from it; the client gives up reconnecting), then heals it. Returns the ended session's id.
+async fn expire_session(coord: &Coord, proxy: &TcpProxy) -> i64 {
     let victim = coord.client();
     let id = victim.session_id().0;
-    let thief = Client::connector()
-        .with_session(victim.session().clone())
-        .connect(&server.connect_string())
-        .await
-        .unwrap();
-    drop(thief); // closes the session it took over
+    proxy.cut();
     eventually("the session to expire", || {
         let state = victim.state();
         async move { (state == SessionState::Expired).then_some(()) }
     })
     .await;
+    proxy.heal();
     id
 }
 
@@ -103,12 +111,13 @@ fn register_creates_an_ephemeral_node_with_parents() {
 fn registration_comes_back_after_session_expiry() {
     for_each_server(|server| {
         block_on(async {
-            let coord = Coord::connect(&config(server)).await.unwrap();
+            let proxy = TcpProxy::start(server.port());
+            let coord = Coord::connect(&partitionable(&proxy)).await.unwrap();
             let path = paths::storage_service("127.0.0.1:15001");
             let registration = coord.register(&path, b"127.0.0.1:15001").await.unwrap();
             let other = observer(server).await;
 
-            let old = expire_session(&coord, server).await;
+            let old = expire_session(&coord, &proxy).await;
             let owner = eventually("the node in a new session", || {
                 let other = other.clone();
                 let path = path.clone();
@@ -197,7 +206,8 @@ fn register_waits_out_a_stale_node_and_refuses_a_persistent_one() {
 fn recovery_endpoint_is_read_and_followed() {
     for_each_server(|server| {
         block_on(async {
-            let follower = Coord::connect(&config(server)).await.unwrap();
+            let proxy = TcpProxy::start(server.port());
+            let follower = Coord::connect(&partitionable(&proxy)).await.unwrap();
             assert_eq!(follower.recovery_endpoint().await.unwrap(), None);
             let mut watcher = follower.watch_recovery_endpoint();
             assert_eq!(watcher.changed().await.unwrap(), None);
@@ -215,7 +225,7 @@ fn recovery_endpoint_is_read_and_followed() {
             registration.deregister().await.unwrap();
             assert_eq!(watcher.changed().await.unwrap(), None);
 
-            expire_session(&follower, server).await;
+            expire_session(&follower, &proxy).await;
             let promoted = master.register(paths::RECOVERY, b"10.0.0.2:15100").await.unwrap();
             assert_eq!(
                 watcher.changed().await.unwrap().as_deref(),
