@@ -1,10 +1,12 @@
-//! The `logtank` command: run the suite locally (`up`) and inspect journals (`journal …`).
+//! The `logtank` command: run the suite locally (`up`), inspect journals (`journal …`), and look into
+//! coordination (`zk …`).
 //!
-//! Later issues add the client commands (send, read, recover, tail, zk, status) here.
+//! Later issues add the client commands (send, read, recover, tail, status) here.
 #![forbid(unsafe_code)]
 
 pub mod journal_cmd;
 pub mod up;
+pub mod zk_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +33,8 @@ pub enum Command {
         #[command(subcommand)]
         command: journal_cmd::JournalCommand,
     },
+    /// A ZooKeeper shell for coordd or a ZooKeeper ensemble: one command, or commands from stdin.
+    Zk(zk_cmd::ZkArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -38,6 +42,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Journal { command } => journal_cmd::run(command),
+        Command::Zk(args) => zk_cmd::run(args),
     };
     match result {
         Ok(code) => code,
