@@ -592,7 +592,10 @@ async fn watch_recursive(client: &Client, path: &str, input: &mut Option<&mut In
     loop {
         let event = tokio::select! {
             event = watcher.changed() => event,
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!(); // end the line the terminal's ^C left open
+                return Ok(());
+            }
             _ = input.wait_eof() => return Ok(()),
         };
         print_event(&event)?;
