@@ -9,8 +9,8 @@ failing operations, and session closes (which must delete the session's ephemera
 watches). After every operation it compares both servers' results: return values, exception classes, data, every
 Stat field but ctime/mtime, ephemeralOwner as the owning session's slot, child lists (sorted), and the watch
 events each session received (with a sync round-trip per watching session, so every event the operation caused
-has arrived before the comparison). Every 200 operations and after each session close it also compares a full
-dump of the tree read by a super-user session. The first divergence is printed with its context; exit 1.
+has arrived before the comparison). After a session close it checks (as a super user) that none of the
+session's ephemerals is left, and every 200 operations it compares a full dump of the tree. The first divergence is printed with its context; exit 1.
 
 zxids (--zxids):
   exact (default)  raw czxid/mzxid/pzxid and every reply's zxid must be equal. Both servers start empty and see the
@@ -257,6 +257,7 @@ class Workload:
     def __init__(self, seed):
         self.rng = random.Random(seed)
         self.known = {ROOT}          # nodes seen to exist (from agreed results)
+        self.ephemerals = [set() for _ in range(SESSIONS)]
 
     def path(self):
         r = self.rng
@@ -289,7 +290,7 @@ class Workload:
             acl = r.choice(sorted(ACLS)) if r.random() < 0.05 else None
             return (kind, slot, self.path(), self.data(), mode, acl, r.random() < 0.3, r.random() < 0.1)
         if kind in ("delete", "set_acls"):
-            extra = r.choice(sorted(ACLS)) if kind == "set_acls" else None
+            extra = (r.choice(sorted(ACLS)) if r.random() < 0.5 else "open") if kind == "set_acls" else None
             return (kind, slot, self.path(), self.version(), extra)
         if kind == "set":
             return (kind, slot, self.path(), self.data() or b"", self.version())
@@ -317,18 +318,28 @@ class Workload:
                 else:
                     ops.append((k, path, version))
             return (kind, slot, ops)
-        return ("close", slot)
+        # A close names the ephemerals its session made: afterwards none of them may exist.
+        gone = sorted(self.ephemerals[slot])
+        self.ephemerals[slot] = set()
+        return ("close", slot, gone)
 
     def learn(self, op, result):
-        """Updates the known-node set from a result both sides agreed on."""
+        """Updates the known-node set (and each session's ephemerals) from a result both sides agreed on."""
         kind = op[0]
         if kind == "create" and isinstance(result, (str, tuple)):
-            self.known.add(result[0] if isinstance(result, tuple) else result)
+            path = result[0] if isinstance(result, tuple) else result
+            self.known.add(path)
+            if op[4].startswith("ephemeral"):
+                self.ephemerals[op[1]].add(path)
         elif kind == "children" and isinstance(result, (list, tuple)):
             names = result[0] if op[4] else result
             self.known.update(op[2] + "/" + n for n in names)
         elif kind == "multi" and isinstance(result, list):
-            self.known.update(r for r in result if isinstance(r, str))
+            for sub, r in zip(op[2], result):
+                if isinstance(r, str):
+                    self.known.add(r)
+                    if sub[3]:
+                        self.ephemerals[op[1]].add(r)
 
 
 def apply_op(side, op):
@@ -337,7 +348,9 @@ def apply_op(side, op):
     kind, slot = op[0], op[1]
     if kind == "close":
         side.close(slot)
-        return ("closed", side.open(slot)), None
+        opened = side.open(slot)
+        left = [p for p in op[2] if call(side, lambda: side.observer.exists_async(p)) is not None]
+        return ("closed", opened, "ephemerals left behind", left), None
     c = side.clients[slot]
     watch_kind = None
     if kind == "create":
@@ -482,14 +495,14 @@ def run_seed(seed, ops, make_b, zxids, work_dir, log_dir, ports, outcomes):
             wl.learn(op, raw)
             outcomes[(op[0], outcome(raw))] += 1
             history.append((i, op, ra[0]))
-            if op[0] == "close" or (i + 1) % DUMP_EVERY_OPS == 0 or i + 1 == ops:
+            if (i + 1) % DUMP_EVERY_OPS == 0 or i + 1 == ops:
                 da, db = both(pool, dump, sides)
                 if not cmp.same(da, db):
                     only = sorted(set(da) ^ set(db))
                     diff = sorted(p for p in set(da) & set(db) if not cmp.same(da[p], db[p]))
-                    return diverged(i, op, {"only on one side": only, "first differing": diff[:1] and da[diff[0]]},
-                                    {"first differing": diff[:1] and db[diff[0]]},
-                                    "tree dump after op"), i, time.monotonic() - started
+                    first = diff[0] if diff else None
+                    return diverged(i, op, {"only on one side": only, first: first and da[first]},
+                                    {first: first and db[first]}, "tree dump after op"), i, time.monotonic() - started
         return True, ops, time.monotonic() - started
     finally:
         pool.shutdown()
