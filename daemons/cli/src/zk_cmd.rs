@@ -599,9 +599,22 @@ async fn watch_recursive(client: &Client, path: &str, input: &mut Option<&mut In
             _ = input.wait_eof() => return Ok(()),
         };
         print_event(&event)?;
-        if event.event_type == EventType::Session && event.session_state.is_terminated() {
+        if event.event_type != EventType::Session {
+            continue;
+        }
+        if event.session_state.is_terminated() {
             // The watcher must not be polled after a terminal state (the client library panics).
             bail!("session ended ({}) while watching {path}", event.session_state);
+        }
+        if event.session_state == SessionState::SyncConnected {
+            // zookeeper-client 0.11 restores one-shot watches on reconnect but not persistent ones (its
+            // SetWatches leaves them out), so the server no longer has ours: add it again. Events between the
+            // disconnect and now are not replayed (ZOOKEEPER-4698).
+            watcher = client
+                .watch(path, AddWatchMode::PersistentRecursive)
+                .await
+                .map_err(|e| zk_error(e, path))?;
+            eprintln!("reconnected: watching {path} again (changes while disconnected are not shown)");
         }
     }
 }

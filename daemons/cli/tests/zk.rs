@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use logtank_coord::test_support::{for_each_server, TestServer};
+use logtank_coord::test_support::{for_each_server, TcpProxy, TestServer};
 
 /// The longest we wait for a line from a running `zk watch`.
 const LINE_WAIT_MAX: Duration = Duration::from_secs(30);
@@ -348,6 +348,55 @@ fn watch_recursive_streams_until_end_of_input() {
         }
         drop(watching.child.stdin.take()); // end of input
         assert!(watching.child.wait().unwrap().success());
+    });
+}
+
+// Proves `watch -r` keeps streaming after its connection dropped and came back within the session (the client
+// library does not restore persistent watches by itself; the command sets its watch again).
+#[test]
+fn watch_recursive_survives_a_reconnect() {
+    for_each_server(|server| {
+        let proxy = TcpProxy::start(server.port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_logtank"))
+            .args(["zk", "--server", &proxy.connect_string(), "watch", "-r", "/rc"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        assert!(stderr
+            .recv_timeout(LINE_WAIT_MAX)
+            .unwrap()
+            .starts_with("watching "));
+        zk_ok(server, &["create", "/rc"]);
+        assert!(stdout
+            .recv_timeout(LINE_WAIT_MAX)
+            .unwrap()
+            .ends_with("type:NodeCreated path:/rc"));
+
+        proxy.cut();
+        assert_eq!(
+            stdout.recv_timeout(LINE_WAIT_MAX).unwrap(),
+            "WatchedEvent state:Disconnected type:None path:null"
+        );
+        proxy.heal();
+        assert_eq!(
+            stdout.recv_timeout(LINE_WAIT_MAX).unwrap(),
+            "WatchedEvent state:SyncConnected type:None path:null"
+        );
+        assert!(stderr
+            .recv_timeout(LINE_WAIT_MAX)
+            .unwrap()
+            .starts_with("reconnected: watching /rc again"));
+        zk_ok(server, &["create", "/rc/after"]);
+        assert!(stdout
+            .recv_timeout(LINE_WAIT_MAX)
+            .unwrap()
+            .ends_with("type:NodeCreated path:/rc/after"));
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success());
     });
 }
 
