@@ -105,7 +105,7 @@ enum ZkCommand {
     /// Delete a node and everything below it.
     Deleteall { path: String },
     /// Wait for the next change of a node or its children and print it (-r: stream every change at or below
-    /// the node until Ctrl-C or end of input).
+    /// the node until Ctrl-C or end of input; with stdin from /dev/null, until killed).
     Watch {
         #[arg(short = 'r')]
         recursive: bool,
@@ -582,12 +582,22 @@ async fn watch_recursive(client: &Client, path: &str, input: &mut Option<&mut In
         .watch(path, AddWatchMode::PersistentRecursive)
         .await
         .map_err(|e| zk_error(e, path))?;
-    // One-shot mode has no stdin reader yet: start one just to notice the end of input.
+    // One-shot mode has no stdin reader yet: start one just to notice the end of input. Unless stdin is
+    // /dev/null (a background job, a unit): that input has ended before it began, and streaming until killed
+    // is what such a caller wants.
     let mut own_input = None;
-    let input: &mut Input = match input {
-        Some(input) => input,
-        None => own_input.insert(Input::spawn()),
+    let input: Option<&mut Input> = match input {
+        Some(input) => Some(input),
+        None if stdin_is_dev_null() => None,
+        None => Some(own_input.insert(Input::spawn())),
     };
+    let end_of_input = async move {
+        match input {
+            Some(input) => input.wait_eof().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(end_of_input);
     eprintln!("watching {path} and below (Ctrl-C or end of input to stop)");
     loop {
         let event = tokio::select! {
@@ -596,7 +606,7 @@ async fn watch_recursive(client: &Client, path: &str, input: &mut Option<&mut In
                 eprintln!(); // end the line the terminal's ^C left open
                 return Ok(());
             }
-            _ = input.wait_eof() => return Ok(()),
+            _ = &mut end_of_input => return Ok(()),
         };
         print_event(&event)?;
         if event.event_type != EventType::Session {
@@ -616,6 +626,18 @@ async fn watch_recursive(client: &Client, path: &str, input: &mut Option<&mut In
                 .map_err(|e| zk_error(e, path))?;
             eprintln!("reconnected: watching {path} again (changes while disconnected are not shown)");
         }
+    }
+}
+
+/// Whether stdin is /dev/null (same device and inode).
+fn stdin_is_dev_null() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::metadata("/proc/self/fd/0"),
+        std::fs::metadata("/dev/null"),
+    ) {
+        (Ok(stdin), Ok(null)) => stdin.dev() == null.dev() && stdin.ino() == null.ino(),
+        _ => false,
     }
 }
 

@@ -348,6 +348,34 @@ fn watch_recursive_streams_until_end_of_input() {
         }
         drop(watching.child.stdin.take()); // end of input
         assert!(watching.child.wait().unwrap().success());
+
+        // With stdin from /dev/null (a background job) it streams until killed instead of stopping at once.
+        let mut background = logtank(server)
+            .args(["watch", "-r", "/bg"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = lines_of(background.stdout.take().unwrap());
+        let stderr = lines_of(background.stderr.take().unwrap());
+        assert!(stderr
+            .recv_timeout(LINE_WAIT_MAX)
+            .unwrap()
+            .starts_with("watching "));
+        zk_ok(server, &["create", "/bg"]);
+        zk_ok(server, &["create", "/bg/1"]);
+        assert!(stdout.recv_timeout(LINE_WAIT_MAX).unwrap().ends_with("path:/bg"));
+        assert!(stdout
+            .recv_timeout(LINE_WAIT_MAX)
+            .unwrap()
+            .ends_with("path:/bg/1"));
+        assert!(
+            background.try_wait().unwrap().is_none(),
+            "stopped on /dev/null's end of input"
+        );
+        background.kill().unwrap();
+        background.wait().unwrap();
     });
 }
 
