@@ -9,7 +9,10 @@ use sha1::{Digest as _, Sha1};
 pub fn digest_id(user_password: &str) -> String {
     let user = user_password.split(':').next().unwrap_or("");
     let hash = Sha1::digest(user_password.as_bytes());
-    format!("{user}:{}", base64::engine::general_purpose::STANDARD.encode(hash))
+    format!(
+        "{user}:{}",
+        base64::engine::general_purpose::STANDARD.encode(hash)
+    )
 }
 
 /// What a session has proven about itself.
@@ -21,7 +24,13 @@ pub struct AuthIds {
 
 impl AuthIds {
     pub fn for_ip(ip: &str) -> AuthIds {
-        AuthIds { ids: vec![Id { scheme: "ip".into(), id: ip.into() }], is_super: false }
+        AuthIds {
+            ids: vec![Id {
+                scheme: "ip".into(),
+                id: ip.into(),
+            }],
+            is_super: false,
+        }
     }
 
     pub fn add(&mut self, id: Id) {
@@ -37,7 +46,10 @@ impl AuthIds {
         }
         acl.iter().filter(|a| a.perms & perm != 0).any(|a| {
             (a.id.scheme == "world" && a.id.id == "anyone")
-                || self.ids.iter().any(|id| id.scheme == a.id.scheme && id_matches(&a.id.scheme, &id.id, &a.id.id))
+                || self
+                    .ids
+                    .iter()
+                    .any(|id| id.scheme == a.id.scheme && id_matches(&a.id.scheme, &id.id, &a.id.id))
         })
     }
 
@@ -49,12 +61,21 @@ impl AuthIds {
         let mut out = Vec::with_capacity(acl.len());
         for a in acl {
             match a.id.scheme.as_str() {
+                // ZooKeeper (since 3.5) drops duplicate entries.
+                _ if out.contains(a) => {}
                 "world" if a.id.id == "anyone" => out.push(a.clone()),
                 "auth" => {
                     let mut any = false;
-                    for id in self.ids.iter().filter(|id| id.scheme != "ip" && id.scheme != "super") {
+                    for id in self
+                        .ids
+                        .iter()
+                        .filter(|id| id.scheme != "ip" && id.scheme != "super")
+                    {
                         any = true;
-                        let entry = Acl { perms: a.perms, id: id.clone() };
+                        let entry = Acl {
+                            perms: a.perms,
+                            id: id.clone(),
+                        };
                         if !out.contains(&entry) {
                             out.push(entry);
                         }
@@ -92,7 +113,10 @@ fn valid_ip_acl(spec: &str) -> bool {
 /// `ip` ACLs are an address or `address/prefix-bits`.
 fn ip_matches(client: &str, spec: &str) -> bool {
     let (addr, bits) = spec.split_once('/').unwrap_or((spec, ""));
-    let (Ok(client), Ok(addr)) = (client.parse::<std::net::IpAddr>(), addr.parse::<std::net::IpAddr>()) else {
+    let (Ok(client), Ok(addr)) = (
+        client.parse::<std::net::IpAddr>(),
+        addr.parse::<std::net::IpAddr>(),
+    ) else {
         return false;
     };
     let (c, a, width) = match (client, addr) {
@@ -102,7 +126,11 @@ fn ip_matches(client: &str, spec: &str) -> bool {
         (std::net::IpAddr::V6(c), std::net::IpAddr::V6(a)) => (u128::from(c), u128::from(a), 128u32),
         _ => return false,
     };
-    let bits: u32 = if bits.is_empty() { width } else { bits.parse().unwrap_or(width).min(width) };
+    let bits: u32 = if bits.is_empty() {
+        width
+    } else {
+        bits.parse().unwrap_or(width).min(width)
+    };
     if bits == 0 {
         return true;
     }
@@ -124,15 +152,33 @@ mod tests {
     fn acl_checks() {
         let me = AuthIds {
             ids: vec![
-                Id { scheme: "ip".into(), id: "10.0.0.7".into() },
-                Id { scheme: "digest".into(), id: digest_id("bob:pw") },
+                Id {
+                    scheme: "ip".into(),
+                    id: "10.0.0.7".into(),
+                },
+                Id {
+                    scheme: "digest".into(),
+                    id: digest_id("bob:pw"),
+                },
             ],
             is_super: false,
         };
-        let acl = vec![Acl { perms: perms::READ, id: Id { scheme: "ip".into(), id: "10.0.0.0/8".into() } }];
+        let acl = vec![Acl {
+            perms: perms::READ,
+            id: Id {
+                scheme: "ip".into(),
+                id: "10.0.0.0/8".into(),
+            },
+        }];
         assert!(me.allows(&acl, perms::READ));
         assert!(!me.allows(&acl, perms::WRITE));
-        let fixed = me.fixup(&[Acl { perms: perms::ALL, id: Id { scheme: "auth".into(), id: "".into() } }]);
+        let fixed = me.fixup(&[Acl {
+            perms: perms::ALL,
+            id: Id {
+                scheme: "auth".into(),
+                id: "".into(),
+            },
+        }]);
         assert_eq!(fixed.unwrap()[0].id.scheme, "digest");
         assert_eq!(AuthIds::for_ip("1.2.3.4").fixup(&[]), Err(err::INVALID_ACL));
     }

@@ -128,6 +128,11 @@ impl From<CoorddServerConfig> for RawServerConfig {
     }
 }
 
+/// The largest transaction-log record: a whole request frame plus the record's own header.
+pub fn txn_bytes_max(frame_bytes_max: usize) -> u32 {
+    (frame_bytes_max as u32).saturating_add(64)
+}
+
 /// `[auth]`: who may act as super user, and the SASL DIGEST-MD5 users.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -184,7 +189,11 @@ pub struct PersistenceConfig {
 
 impl Default for PersistenceConfig {
     fn default() -> Self {
-        PersistenceConfig { snapshot_every_txns: 100_000, snapshots_retained: 3, log_segment_size_bytes: 64 << 20 }
+        PersistenceConfig {
+            snapshot_every_txns: 100_000,
+            snapshots_retained: 3,
+            log_segment_size_bytes: 64 << 20,
+        }
     }
 }
 
@@ -199,8 +208,12 @@ impl Default for FourLetterWordsConfig {
     fn default() -> Self {
         // More than ZooKeeper's default (`srvr` only): these are all read-only and cheap, and kazoo asks
         // for `envi` to learn the server version.
-        let words = ["ruok", "srvr", "stat", "mntr", "conf", "cons", "envi", "wchs", "isro"];
-        FourLetterWordsConfig { whitelist: words.iter().map(|w| w.to_string()).collect() }
+        let words = [
+            "ruok", "srvr", "stat", "mntr", "conf", "cons", "envi", "wchs", "isro",
+        ];
+        FourLetterWordsConfig {
+            whitelist: words.iter().map(|w| w.to_string()).collect(),
+        }
     }
 }
 
@@ -237,7 +250,10 @@ impl DaemonConfig for CoorddConfig {
     fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
         if self.server.tick_ms < 100 {
-            w.push(format!("server.tick_ms = {} is very short; ZooKeeper uses 2000", self.server.tick_ms));
+            w.push(format!(
+                "server.tick_ms = {} is very short; ZooKeeper uses 2000",
+                self.server.tick_ms
+            ));
         }
         if self.persistence.snapshot_every_txns < 1000 {
             w.push("persistence.snapshot_every_txns below 1000 snapshots very often".into());
@@ -248,7 +264,12 @@ impl DaemonConfig for CoorddConfig {
 
 impl CoorddConfig {
     fn check(&self) -> Result<(), InvalidValue> {
-        let invalid = |key: &str, message: String| Err(InvalidValue { key: key.into(), message });
+        let invalid = |key: &str, message: String| {
+            Err(InvalidValue {
+                key: key.into(),
+                message,
+            })
+        };
         if self.server.tick_ms == 0 {
             return invalid("server.tick_ms", "must be positive".into());
         }
@@ -261,12 +282,24 @@ impl CoorddConfig {
         if self.limits.frame_bytes_max < 1024 {
             return invalid("limits.frame_bytes_max", "must be at least 1024".into());
         }
+        let needed = u64::from(txn_bytes_max(self.limits.frame_bytes_max)) + 4096;
+        if self.persistence.log_segment_size_bytes < needed {
+            return invalid(
+                "persistence.log_segment_size_bytes",
+                format!(
+                    "must hold the largest transaction: at least {needed} with this limits.frame_bytes_max"
+                ),
+            );
+        }
         if self.persistence.snapshots_retained == 0 {
             return invalid("persistence.snapshots_retained", "must be at least 1".into());
         }
         if let Some(d) = &self.auth.super_digest {
             if !d.contains(':') {
-                return invalid("auth.super_digest", "expected user:base64(sha1(user:password))".into());
+                return invalid(
+                    "auth.super_digest",
+                    "expected user:base64(sha1(user:password))".into(),
+                );
             }
         }
         Ok(())

@@ -38,7 +38,10 @@ impl PerIp {
             return None;
         }
         *n += 1;
-        Some(IpGuard { per_ip: self.clone(), ip })
+        Some(IpGuard {
+            per_ip: self.clone(),
+            ip,
+        })
     }
 }
 
@@ -127,7 +130,11 @@ async fn serve(
                 let word = four_letter_word(&buf).unwrap_or("ruok");
                 let text = if config.four_letter_words.allows(word) {
                     let (tx, rx) = oneshot::channel();
-                    if commands.send(Command::FourLetter { word, reply: tx }).await.is_err() {
+                    if commands
+                        .send(Command::FourLetter { word, reply: tx })
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     rx.await.unwrap_or_default()
@@ -165,10 +172,22 @@ async fn serve(
     let closed = Arc::new(Notify::new());
     let writer = tokio::spawn(write_loop(wr, rx, queued_bytes.clone(), closed.clone()));
     let outbox = Outbox { tx, queued_bytes };
-    if commands.send(Command::Connect { conn, req: connect, peer, outbox }).await.is_err() {
+    if commands
+        .send(Command::Connect {
+            conn,
+            req: connect,
+            peer,
+            outbox,
+        })
+        .await
+        .is_err()
+    {
         return;
     }
-    let end = read_requests(&mut rd, &mut buf, conn, peer, &commands, frame_max, &shutdown, &closed).await;
+    let end = read_requests(
+        &mut rd, &mut buf, conn, peer, &commands, frame_max, &shutdown, &closed,
+    )
+    .await;
     if let ReadEnd::Gone = end {
         let _ = commands.send(Command::Disconnected { conn }).await;
     }
@@ -207,7 +226,12 @@ async fn read_requests(
                 Ok(Frame::Complete { payload, used }) => {
                     match Request::decode(payload) {
                         Ok((header, req)) => {
-                            let cmd = Command::Request { conn, xid: header.xid, req, received: Instant::now() };
+                            let cmd = Command::Request {
+                                conn,
+                                xid: header.xid,
+                                req,
+                                received: Instant::now(),
+                            };
                             if commands.send(cmd).await.is_err() {
                                 return ReadEnd::Shutdown;
                             }

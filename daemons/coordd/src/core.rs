@@ -42,11 +42,28 @@ const PENDING_FRAMES_MAX: usize = 1 << 20;
 /// What a connection task sends the core.
 #[derive(Debug)]
 pub enum Command {
-    Connect { conn: u64, req: ConnectRequest, peer: SocketAddr, outbox: Outbox },
-    Request { conn: u64, xid: i32, req: Request, received: Instant },
-    Disconnected { conn: u64 },
-    FourLetter { word: &'static str, reply: oneshot::Sender<String> },
-    Status { reply: oneshot::Sender<StatusInfo> },
+    Connect {
+        conn: u64,
+        req: ConnectRequest,
+        peer: SocketAddr,
+        outbox: Outbox,
+    },
+    Request {
+        conn: u64,
+        xid: i32,
+        req: Request,
+        received: Instant,
+    },
+    Disconnected {
+        conn: u64,
+    },
+    FourLetter {
+        word: &'static str,
+        reply: oneshot::Sender<String>,
+    },
+    Status {
+        reply: oneshot::Sender<StatusInfo>,
+    },
 }
 
 /// A frame for a connection, or the order to close it once everything before it is sent.
@@ -131,12 +148,17 @@ pub struct Core {
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Core").field("zxid", &self.state.last_zxid).field("connections", &self.conns.len()).finish()
+        f.debug_struct("Core")
+            .field("zxid", &self.state.last_zxid)
+            .field("connections", &self.conns.len())
+            .finish()
     }
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// ZooKeeper's session id layout: server id 1 in the top byte, then milliseconds, then a counter, so ids
@@ -163,7 +185,14 @@ impl Core {
             .iter()
             .map(|(id, meta)| {
                 let timeout = Duration::from_millis(meta.timeout_ms.max(0) as u64);
-                (*id, LiveSession { conn: None, last_seen: now, timeout })
+                (
+                    *id,
+                    LiveSession {
+                        conn: None,
+                        last_seen: now,
+                        timeout,
+                    },
+                )
             })
             .collect();
         let next_session_id = initial_session_id().max(state.sessions.keys().max().map_or(0, |m| m + 1));
@@ -271,14 +300,26 @@ impl Core {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Connect { conn, req, peer, outbox } => self.connect(conn, req, peer, outbox),
-            Command::Request { conn, xid, req, received } => {
+            Command::Connect {
+                conn,
+                req,
+                peer,
+                outbox,
+            } => self.connect(conn, req, peer, outbox),
+            Command::Request {
+                conn,
+                xid,
+                req,
+                received,
+            } => {
                 self.received += 1;
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.received += 1;
                 }
                 self.request(conn, xid, req);
-                self.metrics.request_latency.observe(received.elapsed().as_secs_f64());
+                self.metrics
+                    .request_latency
+                    .observe(received.elapsed().as_secs_f64());
             }
             Command::Disconnected { conn } => self.disconnected(conn),
             Command::FourLetter { word, reply } => {
@@ -316,7 +357,11 @@ impl Core {
 
     /// (peer, session, received, sent) per connection, for `cons`/`stat`.
     pub fn connections(&self) -> Vec<(SocketAddr, Option<i64>, u64, u64)> {
-        let mut v: Vec<_> = self.conns.values().map(|c| (c.peer, c.session, c.received, c.sent)).collect();
+        let mut v: Vec<_> = self
+            .conns
+            .values()
+            .map(|c| (c.peer, c.session, c.received, c.sent))
+            .collect();
         v.sort_by_key(|c| c.0);
         v
     }
@@ -348,7 +393,9 @@ impl Core {
 
     fn deliver(&mut self, conn: u64, out: Outgoing) {
         let limit = self.config.limits.outbound_bytes_max;
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         if c.closing {
             return;
         }
@@ -359,7 +406,10 @@ impl Core {
                 self.sent += 1;
                 let _ = c.outbox.tx.send(Outgoing::Frame(frame));
                 if queued > limit {
-                    log::warn!("closing connection from {}: {queued} bytes of replies unread", c.peer);
+                    log::warn!(
+                        "closing connection from {}: {queued} bytes of replies unread",
+                        c.peer
+                    );
                     c.closing = true;
                     let _ = c.outbox.tx.send(Outgoing::Close);
                 }
@@ -399,7 +449,11 @@ impl Core {
         let events = std::mem::take(&mut self.events);
         for e in &events {
             if let Some(conn) = self.live.get(&e.session).and_then(|l| l.conn) {
-                self.send_after(conn, seq, Outgoing::Frame(encode_notification(e.event_type, &e.path)));
+                self.send_after(
+                    conn,
+                    seq,
+                    Outgoing::Frame(encode_notification(e.event_type, &e.path)),
+                );
             }
         }
         self.events = events;
@@ -452,11 +506,20 @@ impl Core {
             });
             self.attach(conn, session, timeout_ms);
             log::debug!("session 0x{session:x} opened from {peer}, timeout {timeout_ms} ms");
-            let resp = ConnectResponse { timeout_ms, session_id: session, password, with_read_only: with_ro };
+            let resp = ConnectResponse {
+                timeout_ms,
+                session_id: session,
+                password,
+                with_read_only: with_ro,
+            };
             self.send_after(conn, seq, Outgoing::Frame(resp.encode()));
             return;
         }
-        let valid = self.state.sessions.get(&req.session_id).filter(|m| m.password[..] == req.password[..]);
+        let valid = self
+            .state
+            .sessions
+            .get(&req.session_id)
+            .filter(|m| m.password[..] == req.password[..]);
         match valid.copied() {
             Some(meta) if self.live.contains_key(&req.session_id) => {
                 self.attach(conn, req.session_id, meta.timeout_ms);
@@ -479,7 +542,14 @@ impl Core {
     /// Binds a session to a connection; a connection it had before is closed (the client moved).
     fn attach(&mut self, conn: u64, session: i64, timeout_ms: i32) {
         let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
-        let old = self.live.insert(session, LiveSession { conn: Some(conn), last_seen: Instant::now(), timeout });
+        let old = self.live.insert(
+            session,
+            LiveSession {
+                conn: Some(conn),
+                last_seen: Instant::now(),
+                timeout,
+            },
+        );
         if let Some(old_conn) = old.and_then(|o| o.conn).filter(|c| *c != conn) {
             if let Some(c) = self.conns.get_mut(&old_conn) {
                 c.session = None;
@@ -527,7 +597,12 @@ impl Core {
     /// Logs a closeSession for `session`, fires its ephemerals' watches, and closes its connection.
     fn end_session(&mut self, session: i64) -> u64 {
         let zxid = self.next_zxid();
-        let seq = self.log_txn(&Txn { zxid, time_ms: now_ms(), session, body: TxnBody::CloseSession });
+        let seq = self.log_txn(&Txn {
+            zxid,
+            time_ms: now_ms(),
+            session,
+            body: TxnBody::CloseSession,
+        });
         let triggers = self.state.close_session(session, zxid);
         let live = self.live.remove(&session);
         self.watches.forget_session(session);
@@ -547,7 +622,9 @@ impl Core {
     fn remove_expired_nodes(&mut self) {
         let now = now_ms();
         for path in self.state.tree.expirable() {
-            let Some(node) = self.state.tree.get(&path) else { continue };
+            let Some(node) = self.state.tree.get(&path) else {
+                continue;
+            };
             if !node.children.is_empty() {
                 continue;
             }
@@ -557,7 +634,9 @@ impl Core {
                 node.ttl_ms().is_some_and(|ttl| now - node.mtime > ttl)
             };
             if due {
-                let req = Request::DeleteContainer { path: path.to_string() };
+                let req = Request::DeleteContainer {
+                    path: path.to_string(),
+                };
                 self.write(None, 0, 0, &req);
             }
         }
@@ -580,7 +659,8 @@ impl Core {
                 let seq = self.end_session(session);
                 let frame = encode_reply(xid, self.state.last_zxid, 0, &Response::Empty);
                 // end_session queued a Close behind the reply's position; send the reply first.
-                self.pending.retain(|p| !(p.conn == conn && matches!(p.out, Outgoing::Close)));
+                self.pending
+                    .retain(|p| !(p.conn == conn && matches!(p.out, Outgoing::Close)));
                 self.send_after(conn, seq, Outgoing::Frame(frame));
                 self.send_after(conn, seq, Outgoing::Close);
                 return;
@@ -606,17 +686,33 @@ impl Core {
                 (code, Response::Empty, TxnBody::Error(code))
             }
             Ok(resolved) => {
-                let caller = Caller { session, auth: auth.as_ref() };
+                let caller = Caller {
+                    session,
+                    auth: auth.as_ref(),
+                };
                 let out = self.state.apply_write(&resolved, zxid, time, caller);
                 self.watches.fire(&out.triggers, &mut self.events);
-                let body = if out.err == 0 { TxnBody::Request(resolved) } else { TxnBody::Error(out.err) };
+                let body = if out.err == 0 {
+                    TxnBody::Request(resolved)
+                } else {
+                    TxnBody::Error(out.err)
+                };
                 (out.err, out.response, body)
             }
         };
-        let seq = self.log_txn(&Txn { zxid, time_ms: time, session, body });
+        let seq = self.log_txn(&Txn {
+            zxid,
+            time_ms: time,
+            session,
+            body,
+        });
         self.notify(seq);
         if let Some(conn) = conn {
-            self.send_after(conn, seq, Outgoing::Frame(encode_reply(xid, zxid, code, &response)));
+            self.send_after(
+                conn,
+                seq,
+                Outgoing::Frame(encode_reply(xid, zxid, code, &response)),
+            );
         }
     }
 
@@ -649,7 +745,9 @@ impl Core {
                 return;
             }
             Request::Exists { path, watch } => {
-                let r = self.watch_allowed(session).or_else(|e| if watch { Err(e) } else { Ok(()) });
+                let r = self
+                    .watch_allowed(session)
+                    .or_else(|e| if watch { Err(e) } else { Ok(()) });
                 r.and_then(|_| {
                     if watch {
                         self.watches.add(Kind::Data, &path, session);
@@ -658,9 +756,9 @@ impl Core {
                 })
             }
             Request::GetData { path, watch } => self.get_data(&path, watch, session, &auth),
-            Request::GetChildren { path, watch } => {
-                self.get_children(&path, watch, session, &auth).map(|(children, _)| Response::Children(children))
-            }
+            Request::GetChildren { path, watch } => self
+                .get_children(&path, watch, session, &auth)
+                .map(|(children, _)| Response::Children(children)),
             Request::GetChildren2 { path, watch } => self
                 .get_children(&path, watch, session, &auth)
                 .map(|(children, stat)| Response::Children2 { children, stat }),
@@ -682,7 +780,10 @@ impl Core {
                     Err(err::NO_WATCHER)
                 }
             }
-            Request::Auth { scheme, auth: credentials } => {
+            Request::Auth {
+                scheme,
+                auth: credentials,
+            } => {
                 self.auth(conn, &scheme, &credentials);
                 return;
             }
@@ -704,7 +805,9 @@ impl Core {
                 Ok(Response::Strings(paths))
             }
             Request::GetAllChildrenNumber { path } => match self.state.read_node(&path, perms::READ, &auth) {
-                Ok(_) => Ok(Response::Number(self.state.tree.descendant_count(&path).unwrap_or(0) as i32)),
+                Ok(_) => Ok(Response::Number(
+                    self.state.tree.descendant_count(&path).unwrap_or(0) as i32,
+                )),
                 Err(e) => Err(e),
             },
             Request::AddWatch { path, mode } => self.watch_allowed(session).and_then(|_| {
@@ -719,12 +822,23 @@ impl Core {
             Request::WhoAmI => Ok(Response::WhoAmI(
                 auth.ids
                     .iter()
-                    .map(|id| ClientInfo { auth_scheme: id.scheme.clone(), user: id.id.clone() })
+                    .map(|id| ClientInfo {
+                        auth_scheme: id.scheme.clone(),
+                        user: id.id.clone(),
+                    })
                     .collect(),
             )),
             Request::Unknown(code) => {
-                log::debug!("unknown opcode {code} from {}", self.conns.get(&conn).map_or(String::new(), |c| c.peer.to_string()));
-                self.send(conn, Outgoing::Frame(encode_reply(xid, -1, err::UNIMPLEMENTED, &Response::Empty)));
+                log::debug!(
+                    "unknown opcode {code} from {}",
+                    self.conns
+                        .get(&conn)
+                        .map_or(String::new(), |c| c.peer.to_string())
+                );
+                self.send(
+                    conn,
+                    Outgoing::Frame(encode_reply(xid, -1, err::UNIMPLEMENTED, &Response::Empty)),
+                );
                 return;
             }
             // Writes never reach here.
@@ -735,7 +849,10 @@ impl Core {
 
     fn get_data(&mut self, path: &str, watch: bool, session: i64, auth: &AuthIds) -> Result<Response, i32> {
         let node = self.state.read_node(path, perms::READ, auth)?;
-        let resp = Response::GetData { data: node.data.as_ref().map(|d| d.to_vec()), stat: node.stat() };
+        let resp = Response::GetData {
+            data: node.data.as_ref().map(|d| d.to_vec()),
+            stat: node.stat(),
+        };
         if watch {
             self.watch_allowed(session)?;
             self.watches.add(Kind::Data, path, session);
@@ -770,7 +887,10 @@ impl Core {
                 a.id.id = format!("{user}:x");
             }
         }
-        Ok(Response::GetAcl { acl, stat: node.stat() })
+        Ok(Response::GetAcl {
+            acl,
+            stat: node.stat(),
+        })
     }
 
     fn multi_read(&self, ops: &[ReadOp], auth: &AuthIds) -> Response {
@@ -778,11 +898,16 @@ impl Core {
             .iter()
             .map(|o| match o {
                 ReadOp::GetData { path } => match self.state.read_node(path, perms::READ, auth) {
-                    Ok(n) => MultiResult::GetData { data: n.data.as_ref().map(|d| d.to_vec()), stat: n.stat() },
+                    Ok(n) => MultiResult::GetData {
+                        data: n.data.as_ref().map(|d| d.to_vec()),
+                        stat: n.stat(),
+                    },
                     Err(e) => MultiResult::Error(e),
                 },
                 ReadOp::GetChildren { path } => match self.state.read_node(path, perms::READ, auth) {
-                    Ok(n) => MultiResult::GetChildren { children: n.children.iter().map(|c| c.to_string()).collect() },
+                    Ok(n) => MultiResult::GetChildren {
+                        children: n.children.iter().map(|c| c.to_string()).collect(),
+                    },
                     Err(e) => MultiResult::Error(e),
                 },
             })
@@ -828,16 +953,24 @@ impl Core {
 
     fn auth(&mut self, conn: u64, scheme: &str, credentials: &[u8]) {
         let super_digest = self.config.auth.super_digest.clone();
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         let ok = match scheme {
             "digest" => match std::str::from_utf8(credentials) {
                 Ok(user_password) if user_password.contains(':') => {
                     let id = digest_id(user_password);
                     if super_digest.as_deref() == Some(id.as_str()) {
                         c.auth.is_super = true;
-                        c.auth.add(Id { scheme: "super".into(), id: String::new() });
+                        c.auth.add(Id {
+                            scheme: "super".into(),
+                            id: String::new(),
+                        });
                     }
-                    c.auth.add(Id { scheme: "digest".into(), id });
+                    c.auth.add(Id {
+                        scheme: "digest".into(),
+                        id,
+                    });
                     true
                 }
                 _ => false,
@@ -848,10 +981,16 @@ impl Core {
         };
         let zxid = 0;
         if ok {
-            self.send(conn, Outgoing::Frame(encode_reply(xid::AUTH, zxid, 0, &Response::Empty)));
+            self.send(
+                conn,
+                Outgoing::Frame(encode_reply(xid::AUTH, zxid, 0, &Response::Empty)),
+            );
         } else {
             log::info!("authentication with scheme '{scheme}' failed");
-            self.send(conn, Outgoing::Frame(encode_reply(xid::AUTH, zxid, err::AUTH_FAILED, &Response::Empty)));
+            self.send(
+                conn,
+                Outgoing::Frame(encode_reply(xid::AUTH, zxid, err::AUTH_FAILED, &Response::Empty)),
+            );
             self.send(conn, Outgoing::Close);
         }
     }
@@ -861,12 +1000,17 @@ impl Core {
         if users.is_empty() {
             return Err(err::AUTH_FAILED);
         }
-        let Some(c) = self.conns.get_mut(&conn) else { return Err(err::AUTH_FAILED) };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Err(err::AUTH_FAILED);
+        };
         let server = c.sasl.get_or_insert_with(SaslServer::new);
         match server.step(token, users) {
             SaslOutcome::Continue(reply) => Ok(Response::Sasl { token: reply }),
             SaslOutcome::Done { reply, user } => {
-                c.auth.add(Id { scheme: "sasl".into(), id: user });
+                c.auth.add(Id {
+                    scheme: "sasl".into(),
+                    id: user,
+                });
                 c.sasl = None;
                 Ok(Response::Sasl { token: reply })
             }
@@ -881,7 +1025,9 @@ impl Core {
     // ---- snapshots --------------------------------------------------------------------------------------
 
     fn maybe_snapshot(&mut self) {
-        if self.snapshot_job.is_some() || self.txns_since_snapshot < self.config.persistence.snapshot_every_txns {
+        if self.snapshot_job.is_some()
+            || self.txns_since_snapshot < self.config.persistence.snapshot_every_txns
+        {
             return;
         }
         self.txns_since_snapshot = 0;

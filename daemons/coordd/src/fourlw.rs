@@ -10,7 +10,10 @@ use crate::core::Core;
 pub const ZOOKEEPER_COMPAT_VERSION: &str = "3.8.0";
 
 fn version_line() -> String {
-    format!("{ZOOKEEPER_COMPAT_VERSION}-logtank-coordd-{}", env!("CARGO_PKG_VERSION"))
+    format!(
+        "{ZOOKEEPER_COMPAT_VERSION}-logtank-coordd-{}",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 pub fn answer(word: &str, core: &Core) -> String {
@@ -60,10 +63,18 @@ pub fn answer(word: &str, core: &Core) -> String {
             }
         }
         "conf" => {
-            let _ = writeln!(s, "clientPort={}", cfg.server.common.listen.rsplit(':').next().unwrap_or(""));
+            let _ = writeln!(
+                s,
+                "clientPort={}",
+                cfg.server.common.listen.rsplit(':').next().unwrap_or("")
+            );
             let _ = writeln!(s, "clientPortAddress={}", cfg.server.common.listen);
             let _ = writeln!(s, "dataDir={}", cfg.server.data_dir().display());
-            let _ = writeln!(s, "dataLogDir={}", crate::persist::log_dir(&cfg.server.data_dir()).display());
+            let _ = writeln!(
+                s,
+                "dataLogDir={}",
+                crate::persist::log_dir(&cfg.server.data_dir()).display()
+            );
             let _ = writeln!(s, "tickTime={}", cfg.server.tick_ms);
             let _ = writeln!(s, "maxClientCnxns={}", cfg.limits.connections_per_ip_max);
             let _ = writeln!(s, "minSessionTimeout={}", cfg.server.min_session_timeout_ms());
@@ -82,12 +93,21 @@ pub fn answer(word: &str, core: &Core) -> String {
             let _ = writeln!(s, "zookeeper.version={}, built on logtank", version_line());
             let _ = writeln!(s, "host.name={}", hostname());
             let _ = writeln!(s, "os.name=Linux");
-            let _ = writeln!(s, "user.dir={}", std::env::current_dir().unwrap_or_default().display());
+            let _ = writeln!(
+                s,
+                "user.dir={}",
+                std::env::current_dir().unwrap_or_default().display()
+            );
             let _ = writeln!(s, "server.implementation=logtank-coordd");
         }
         "wchs" => {
             let w = core.watches();
-            let _ = writeln!(s, "{} connections watching {} paths", w.sessions_watching(), w.paths_watched());
+            let _ = writeln!(
+                s,
+                "{} connections watching {} paths",
+                w.sessions_watching(),
+                w.paths_watched()
+            );
             let _ = writeln!(s, "Total watches:{}", w.total());
         }
         "wchc" => {
@@ -131,7 +151,9 @@ pub fn answer(word: &str, core: &Core) -> String {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn open_fds() -> usize {
@@ -144,6 +166,11 @@ fn max_fds() -> u64 {
 
 fn dir_size(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
         .unwrap_or(0)
 }

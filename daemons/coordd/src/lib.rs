@@ -42,7 +42,9 @@ pub struct Coordd {
 
 impl std::fmt::Debug for Coordd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Coordd").field("listen_addr", &self.listen_addr).finish()
+        f.debug_struct("Coordd")
+            .field("listen_addr", &self.listen_addr)
+            .finish()
     }
 }
 
@@ -77,7 +79,8 @@ impl Daemon for Coordd {
             logtank_runtime::ioprio::apply_config(&io, "coordd transaction log");
         });
         let cfg = config.clone();
-        let recovered = tokio::task::spawn_blocking(move || persist::recover(&cfg, Some(thread_init))).await??;
+        let recovered =
+            tokio::task::spawn_blocking(move || persist::recover(&cfg, Some(thread_init))).await??;
         let metrics = metrics::CoorddMetrics::new();
         metrics.register(ctx.metrics());
         let core = Core::new(
@@ -91,11 +94,26 @@ impl Daemon for Coordd {
         let core = tokio::spawn(core.run(rx));
         let status = Arc::new(SharedStatus::default());
         ctx.set_status_source(status.clone());
-        let status_task = tokio::spawn(refresh_status(tx.clone(), status.clone(), metrics, ctx.shutdown().clone()));
-        let accept =
-            tokio::spawn(conn::accept_loop(listener, tx, Arc::new(config), ctx.shutdown().clone()));
+        let status_task = tokio::spawn(refresh_status(
+            tx.clone(),
+            status.clone(),
+            metrics,
+            ctx.shutdown().clone(),
+        ));
+        let accept = tokio::spawn(conn::accept_loop(
+            listener,
+            tx,
+            Arc::new(config),
+            ctx.shutdown().clone(),
+        ));
         log::info!("serving ZooKeeper clients on {listen_addr}");
-        Ok(Coordd { listen_addr, status, accept, core, status_task })
+        Ok(Coordd {
+            listen_addr,
+            status,
+            accept,
+            core,
+            status_task,
+        })
     }
 
     fn status_line(&self) -> String {

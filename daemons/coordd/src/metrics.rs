@@ -35,10 +35,22 @@ impl CoorddMetrics {
     pub fn register(&self, metrics: &Metrics) {
         metrics.with_registry(|r| {
             let r = r.sub_registry_with_prefix("coordd");
-            r.register("transactions", "Transactions appended to the log", self.txns.clone());
+            r.register(
+                "transactions",
+                "Transactions appended to the log",
+                self.txns.clone(),
+            );
             r.register("sessions", "Open sessions", self.sessions.clone());
-            r.register("sessions_expired", "Sessions ended by timeout", self.sessions_expired.clone());
-            r.register("outstanding_frames", "Replies waiting for their fsync", self.outstanding.clone());
+            r.register(
+                "sessions_expired",
+                "Sessions ended by timeout",
+                self.sessions_expired.clone(),
+            );
+            r.register(
+                "outstanding_frames",
+                "Replies waiting for their fsync",
+                self.outstanding.clone(),
+            );
             r.register("znodes", "Nodes in the tree", self.znodes.clone());
             r.register("watches", "Watches set", self.watches.clone());
             r.register("connections", "Client connections", self.connections.clone());

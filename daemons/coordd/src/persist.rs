@@ -33,7 +33,10 @@ pub struct Recovered {
     pub elapsed: Duration,
 }
 
-pub fn recover(config: &CoorddConfig, thread_init: Option<Arc<dyn Fn() + Send + Sync>>) -> anyhow::Result<Recovered> {
+pub fn recover(
+    config: &CoorddConfig,
+    thread_init: Option<Arc<dyn Fn() + Send + Sync>>,
+) -> anyhow::Result<Recovered> {
     let started = Instant::now();
     let data_dir = config.server.data_dir();
     let log = log_dir(&data_dir);
@@ -65,11 +68,12 @@ pub fn recover(config: &CoorddConfig, thread_init: Option<Arc<dyn Fn() + Send + 
     let options = JournalOptions {
         segment_size_bytes: config.persistence.log_segment_size_bytes,
         fsync_interval: Duration::from_millis(100),
-        record_bytes_max: (config.limits.frame_bytes_max as u32).saturating_mul(2).max(1 << 20),
+        record_bytes_max: crate::config::txn_bytes_max(config.limits.frame_bytes_max),
         thread_init,
         ..JournalOptions::default()
     };
-    let (journal, report) = Journal::open(&log, options).with_context(|| format!("opening {}", log.display()))?;
+    let (journal, report) =
+        Journal::open(&log, options).with_context(|| format!("opening {}", log.display()))?;
     if let Some(torn) = &report.torn_tail {
         log::warn!("transaction log had a torn tail, truncated: {torn:?}");
     }
@@ -100,7 +104,13 @@ pub fn recover(config: &CoorddConfig, thread_init: Option<Arc<dyn Fn() + Send + 
         state.sessions.len(),
         elapsed.as_secs_f64() * 1e3
     );
-    Ok(Recovered { journal: Arc::new(journal), state, snapshot_zxid, replayed, elapsed })
+    Ok(Recovered {
+        journal: Arc::new(journal),
+        state,
+        snapshot_zxid,
+        replayed,
+        elapsed,
+    })
 }
 
 /// Applies one logged transaction. It was valid when logged, so failing now means the log and the code
@@ -108,9 +118,21 @@ pub fn recover(config: &CoorddConfig, thread_init: Option<Arc<dyn Fn() + Send + 
 pub fn replay(state: &mut State, txn: &Txn) {
     match &txn.body {
         TxnBody::Request(req) => {
-            let out = state.apply_write(req, txn.zxid, txn.time_ms, Caller { session: txn.session, auth: None });
+            let out = state.apply_write(
+                req,
+                txn.zxid,
+                txn.time_ms,
+                Caller {
+                    session: txn.session,
+                    auth: None,
+                },
+            );
             if out.err != 0 {
-                log::error!("replaying zxid 0x{:x} gave error {} (it succeeded when logged)", txn.zxid, out.err);
+                log::error!(
+                    "replaying zxid 0x{:x} gave error {} (it succeeded when logged)",
+                    txn.zxid,
+                    out.err
+                );
             }
         }
         TxnBody::CreateSession(meta) => state.open_session(txn.session, *meta, txn.zxid),

@@ -18,7 +18,10 @@ pub enum SaslOutcome {
     /// Send this token and expect another.
     Continue(Vec<u8>),
     /// Authenticated as `user`; send `reply` (rspauth).
-    Done { reply: Vec<u8>, user: String },
+    Done {
+        reply: Vec<u8>,
+        user: String,
+    },
     Failed(String),
 }
 
@@ -48,7 +51,12 @@ fn parse_directives(token: &[u8]) -> HashMap<String, String> {
         while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
             chars.next();
         }
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect::<String>().trim().to_string();
+        let key: String = chars
+            .by_ref()
+            .take_while(|c| *c != '=')
+            .collect::<String>()
+            .trim()
+            .to_string();
         if key.is_empty() {
             return out;
         }
@@ -107,19 +115,28 @@ impl SaslServer {
         if qop != "auth" {
             return SaslOutcome::Failed(format!("unsupported qop '{qop}'"));
         }
-        let realm = if d.contains_key("realm") { get("realm") } else { REALM };
+        let realm = if d.contains_key("realm") {
+            get("realm")
+        } else {
+            REALM
+        };
         let (cnonce, nc, uri) = (get("cnonce"), get("nc"), get("digest-uri"));
         let key = md5(&[user.as_bytes(), b":", realm.as_bytes(), b":", password.as_bytes()]);
         let a1 = hex(&md5(&[&key, b":", nonce.as_bytes(), b":", cnonce.as_bytes()]));
         let response = |a2: String| {
             let a2 = hex(&md5(&[a2.as_bytes()]));
-            hex(&md5(&[format!("{a1}:{nonce}:{nc}:{cnonce}:{qop}:{a2}").as_bytes()]))
+            hex(&md5(&[
+                format!("{a1}:{nonce}:{nc}:{cnonce}:{qop}:{a2}").as_bytes()
+            ]))
         };
         if response(format!("AUTHENTICATE:{uri}")) != get("response") {
             return SaslOutcome::Failed(format!("wrong password for '{user}'"));
         }
         let rspauth = response(format!(":{uri}"));
-        SaslOutcome::Done { reply: format!("rspauth={rspauth}").into_bytes(), user: user.to_string() }
+        SaslOutcome::Done {
+            reply: format!("rspauth={rspauth}").into_bytes(),
+            user: user.to_string(),
+        }
     }
 }
 
@@ -135,7 +152,9 @@ mod tests {
         let key = md5(&[format!("{user}:{REALM}:{password}").as_bytes()]);
         let a1 = hex(&md5(&[&key, format!(":{nonce}:{cnonce}").as_bytes()]));
         let a2 = hex(&md5(&[format!("AUTHENTICATE:{uri}").as_bytes()]));
-        let resp = hex(&md5(&[format!("{a1}:{nonce}:00000001:{cnonce}:auth:{a2}").as_bytes()]));
+        let resp = hex(&md5(&[
+            format!("{a1}:{nonce}:00000001:{cnonce}:auth:{a2}").as_bytes()
+        ]));
         format!(
             "qop=auth,realm=\"{REALM}\",username=\"{user}\",nonce=\"{nonce}\",cnonce=\"{cnonce}\",nc=00000001,digest-uri=\"{uri}\",response={resp}"
         )
@@ -145,11 +164,17 @@ mod tests {
     fn digest_md5_accepts_the_right_password_only() {
         let users: BTreeMap<String, String> = [("jaasuser".to_string(), "jaas_password".to_string())].into();
         let mut s = SaslServer::new();
-        let SaslOutcome::Continue(challenge) = s.step(b"", &users) else { panic!("expected a challenge") };
+        let SaslOutcome::Continue(challenge) = s.step(b"", &users) else {
+            panic!("expected a challenge")
+        };
         let good = client_response(&challenge, "jaasuser", "jaas_password", "abc");
-        assert!(matches!(s.step(good.as_bytes(), &users), SaslOutcome::Done { ref user, .. } if user == "jaasuser"));
+        assert!(
+            matches!(s.step(good.as_bytes(), &users), SaslOutcome::Done { ref user, .. } if user == "jaasuser")
+        );
         let mut s = SaslServer::new();
-        let SaslOutcome::Continue(challenge) = s.step(b"", &users) else { panic!("expected a challenge") };
+        let SaslOutcome::Continue(challenge) = s.step(b"", &users) else {
+            panic!("expected a challenge")
+        };
         let bad = client_response(&challenge, "jaasuser", "nope", "abc");
         assert!(matches!(s.step(bad.as_bytes(), &users), SaslOutcome::Failed(_)));
     }

@@ -30,7 +30,10 @@ pub enum SnapshotError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
-    move |source| SnapshotError::Io { path: path.to_path_buf(), source }
+    move |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A snapshot file in the data directory.
@@ -46,9 +49,14 @@ pub fn list(dir: &Path) -> Result<Vec<SnapshotFile>, SnapshotError> {
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
         let name = entry.file_name();
-        let Some(hex) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else { continue };
+        let Some(hex) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+            continue;
+        };
         if let Ok(zxid) = u64::from_str_radix(hex, 16) {
-            out.push(SnapshotFile { zxid: zxid as i64, path: entry.path() });
+            out.push(SnapshotFile {
+                zxid: zxid as i64,
+                path: entry.path(),
+            });
         }
     }
     out.sort_by(|a, b| b.zxid.cmp(&a.zxid));
@@ -85,11 +93,18 @@ pub fn write(
         w.string(p).buffer(n.data.as_deref());
         encode_acls(&mut w, &n.acl);
         w.i64(n.czxid).i64(n.mzxid).i64(n.ctime).i64(n.mtime);
-        w.i32(n.version).i32(n.cversion).i32(n.aversion).i64(n.ephemeral_owner).i64(n.pzxid);
+        w.i32(n.version)
+            .i32(n.cversion)
+            .i32(n.aversion)
+            .i64(n.ephemeral_owner)
+            .i64(n.pzxid);
         emit(&mut out, &w.buf)?;
     }
     out.write_all(&crc.to_be_bytes()).map_err(io_err(&tmp))?;
-    let file = out.into_inner().map_err(|e| SnapshotError::Io { path: tmp.clone(), source: e.into_error() })?;
+    let file = out.into_inner().map_err(|e| SnapshotError::Io {
+        path: tmp.clone(),
+        source: e.into_error(),
+    })?;
     file.sync_all().map_err(io_err(&tmp))?;
     drop(file);
     fs::rename(&tmp, &path).map_err(io_err(&path))?;
@@ -107,8 +122,13 @@ pub struct Loaded {
 /// Reads and verifies one snapshot.
 pub fn load(path: &Path, ttl_enabled: bool) -> Result<Loaded, SnapshotError> {
     let mut bytes = Vec::new();
-    File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io_err(path))?;
-    let corrupt = |why: String| SnapshotError::Corrupt { path: path.to_path_buf(), why };
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(io_err(path))?;
+    let corrupt = |why: String| SnapshotError::Corrupt {
+        path: path.to_path_buf(),
+        why,
+    };
     if bytes.len() < MAGIC.len() + 4 || &bytes[..8] != MAGIC {
         return Err(corrupt("bad magic".into()));
     }
@@ -118,7 +138,10 @@ pub fn load(path: &Path, ttl_enabled: bool) -> Result<Loaded, SnapshotError> {
         return Err(corrupt("checksum mismatch".into()));
     }
     let mut r = Reader::new(&body[8..]);
-    let d = |e: logtank_zk::DecodeError| SnapshotError::Corrupt { path: path.to_path_buf(), why: e.to_string() };
+    let d = |e: logtank_zk::DecodeError| SnapshotError::Corrupt {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    };
     let zxid = r.i64().map_err(d)?;
     let journal_seq = r.i64().map_err(d)? as u64;
     let mut state = State::new(ttl_enabled);
@@ -138,7 +161,10 @@ pub fn load(path: &Path, ttl_enabled: bool) -> Result<Loaded, SnapshotError> {
         let p = r.string().map_err(d)?;
         let data = r.buffer().map_err(d)?.map(Arc::from);
         let acl = decode_acls(&mut r).map_err(d)?;
-        let acl = acls.entry(acl).or_insert_with_key(|k| Arc::new(k.clone())).clone();
+        let acl = acls
+            .entry(acl)
+            .or_insert_with_key(|k| Arc::new(k.clone()))
+            .clone();
         let node = Node {
             data,
             acl,
@@ -172,9 +198,14 @@ pub fn prune(dir: &Path, keep: usize) -> Result<Option<SnapshotFile>, SnapshotEr
 /// The journal sequence number a snapshot covers, from its header alone.
 pub fn load_journal_seq(path: &Path) -> Result<u64, SnapshotError> {
     let mut head = [0u8; 24];
-    File::open(path).and_then(|mut f| f.read_exact(&mut head)).map_err(io_err(path))?;
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map_err(io_err(path))?;
     if &head[..8] != MAGIC {
-        return Err(SnapshotError::Corrupt { path: path.to_path_buf(), why: "bad magic".into() });
+        return Err(SnapshotError::Corrupt {
+            path: path.to_path_buf(),
+            why: "bad magic".into(),
+        });
     }
     let mut seq = [0u8; 8];
     seq.copy_from_slice(&head[16..24]);

@@ -65,7 +65,10 @@ fn check_version(expected: i32, current: i32) -> Result<(), i32> {
 
 impl State {
     pub fn new(ttl_enabled: bool) -> State {
-        State { ttl_enabled, ..State::default() }
+        State {
+            ttl_enabled,
+            ..State::default()
+        }
     }
 
     /// Resolves what must be resolved before a request goes into the log (the `auth` ACL scheme), so
@@ -73,7 +76,11 @@ impl State {
     pub fn resolve(&self, req: &Request, auth: &AuthIds) -> Result<Request, i32> {
         let mut req = req.clone();
         match &mut req {
-            Request::Create(c) => c.acl = auth.fixup(&c.acl).or_else(|e| self.invalid_acl_after_parent(c, e))?,
+            Request::Create(c) => {
+                c.acl = auth
+                    .fixup(&c.acl)
+                    .or_else(|e| self.invalid_acl_after_parent(c, e))?
+            }
             Request::SetAcl { acl, .. } => *acl = auth.fixup(acl)?,
             Request::Multi(ops) => {
                 for o in ops.iter_mut() {
@@ -115,8 +122,16 @@ impl State {
             }
         };
         match result {
-            Ok(response) => WriteOutcome { err: err::OK, response, triggers },
-            Err(code) => WriteOutcome { err: code, response: Response::Empty, triggers: Vec::new() },
+            Ok(response) => WriteOutcome {
+                err: err::OK,
+                response,
+                triggers,
+            },
+            Err(code) => WriteOutcome {
+                err: code,
+                response: Response::Empty,
+                triggers: Vec::new(),
+            },
         }
     }
 
@@ -133,9 +148,15 @@ impl State {
             Request::Create(c) => {
                 let (path, stat) = create_in(tree, self.ttl_enabled, c, zxid, time, caller, triggers)?;
                 Ok(match c.kind {
-                    CreateKind::Create => (Response::Create { path: path.clone() }, Some(MultiResult::Create { path })),
+                    CreateKind::Create => (
+                        Response::Create { path: path.clone() },
+                        Some(MultiResult::Create { path }),
+                    ),
                     _ => (
-                        Response::Create2 { path: path.clone(), stat },
+                        Response::Create2 {
+                            path: path.clone(),
+                            stat,
+                        },
                         Some(MultiResult::Create2 { path, stat }),
                     ),
                 })
@@ -200,16 +221,22 @@ impl State {
         for (i, o) in ops.iter().enumerate() {
             let req = match o {
                 MultiOp::Create(c) => Request::Create(c.clone()),
-                MultiOp::Delete { path, version } => Request::Delete { path: path.clone(), version: *version },
-                MultiOp::SetData { path, data, version } => {
-                    Request::SetData { path: path.clone(), data: data.clone(), version: *version }
-                }
-                MultiOp::Check { path, version } => Request::Check { path: path.clone(), version: *version },
+                MultiOp::Delete { path, version } => Request::Delete {
+                    path: path.clone(),
+                    version: *version,
+                },
+                MultiOp::SetData { path, data, version } => Request::SetData {
+                    path: path.clone(),
+                    data: data.clone(),
+                    version: *version,
+                },
+                MultiOp::Check { path, version } => Request::Check {
+                    path: path.clone(),
+                    version: *version,
+                },
             };
             let acl_ok = match o {
-                MultiOp::Create(c) => {
-                    caller.auth.is_none_or(|a| a.fixup(&c.acl).is_ok()) || c.acl.is_empty()
-                }
+                MultiOp::Create(c) => caller.auth.is_none_or(|a| a.fixup(&c.acl).is_ok()) || c.acl.is_empty(),
                 _ => true,
             };
             let r = if acl_ok && !(matches!(o, MultiOp::Create(c) if c.acl.is_empty())) {
@@ -224,12 +251,20 @@ impl State {
                     let mut failed: Vec<MultiResult> = (0..i).map(|_| MultiResult::Error(err::OK)).collect();
                     failed.push(MultiResult::Error(code));
                     failed.extend((i + 1..ops.len()).map(|_| MultiResult::Error(err::RUNTIME_INCONSISTENCY)));
-                    return WriteOutcome { err: err::OK, response: Response::Multi(failed), triggers: Vec::new() };
+                    return WriteOutcome {
+                        err: err::OK,
+                        response: Response::Multi(failed),
+                        triggers: Vec::new(),
+                    };
                 }
             }
         }
         self.tree = scratch;
-        WriteOutcome { err: err::OK, response: Response::Multi(results), triggers }
+        WriteOutcome {
+            err: err::OK,
+            response: Response::Multi(results),
+            triggers,
+        }
     }
 
     /// Ends a session: its ephemerals go, in path order. Returns the watches that fires.
@@ -260,7 +295,10 @@ impl State {
 
     /// Children names of a node, as clients expect them (any order; ours is sorted).
     pub fn children(&self, path: &str) -> Vec<String> {
-        self.tree.get(path).map(|n| n.children.iter().map(|c| c.to_string()).collect()).unwrap_or_default()
+        self.tree
+            .get(path)
+            .map(|n| n.children.iter().map(|c| c.to_string()).collect())
+            .unwrap_or_default()
     }
 
     pub fn stat(&self, path: &str) -> Option<Stat> {
@@ -312,7 +350,11 @@ fn create_in(
     if !caller.allows(&parent.acl, perms::CREATE) {
         return Err(err::NO_AUTH);
     }
-    let path = if sequential { format!("{}{:010}", c.path, parent.cversion) } else { c.path.clone() };
+    let path = if sequential {
+        format!("{}{:010}", c.path, parent.cversion)
+    } else {
+        c.path.clone()
+    };
     if !tree::valid_path(&path) || path == "/" {
         return Err(err::BAD_ARGUMENTS);
     }
@@ -376,20 +418,40 @@ mod tests {
         })
     }
 
-    const REPLAY: Caller<'static> = Caller { session: 7, auth: None };
+    const REPLAY: Caller<'static> = Caller {
+        session: 7,
+        auth: None,
+    };
 
     #[test]
     fn create_errors_follow_zookeeper_order() {
         let mut s = State::new(false);
         assert_eq!(s.apply_write(&create("/a/b/", 0), 1, 0, REPLAY).err, err::NO_NODE);
         assert_eq!(s.apply_write(&create("/a", 0), 2, 0, REPLAY).err, 0);
-        assert_eq!(s.apply_write(&create("/a/", 0), 3, 0, REPLAY).err, err::BAD_ARGUMENTS);
-        assert_eq!(s.apply_write(&create("/a", 0), 4, 0, REPLAY).err, err::NODE_EXISTS);
+        assert_eq!(
+            s.apply_write(&create("/a/", 0), 3, 0, REPLAY).err,
+            err::BAD_ARGUMENTS
+        );
+        assert_eq!(
+            s.apply_write(&create("/a", 0), 4, 0, REPLAY).err,
+            err::NODE_EXISTS
+        );
         assert_eq!(s.apply_write(&create("/e", 1), 5, 0, REPLAY).err, 0);
-        assert_eq!(s.apply_write(&create("/e/x", 0), 6, 0, REPLAY).err, err::NO_CHILDREN_FOR_EPHEMERALS);
-        assert_eq!(s.apply_write(&create("/a", 7), 7, 0, REPLAY).err, err::BAD_ARGUMENTS);
+        assert_eq!(
+            s.apply_write(&create("/e/x", 0), 6, 0, REPLAY).err,
+            err::NO_CHILDREN_FOR_EPHEMERALS
+        );
+        assert_eq!(
+            s.apply_write(&create("/a", 7), 7, 0, REPLAY).err,
+            err::BAD_ARGUMENTS
+        );
         let out = s.apply_write(&create("/a/s-", 2), 8, 0, REPLAY);
-        assert_eq!(out.response, Response::Create { path: "/a/s-0000000000".into() });
+        assert_eq!(
+            out.response,
+            Response::Create {
+                path: "/a/s-0000000000".into()
+            }
+        );
         assert_eq!(s.tree.ephemerals_of(7).len(), 1);
         s.close_session(7, 9);
         assert!(s.tree.get("/e").is_none());
@@ -407,8 +469,15 @@ mod tests {
                 flags: 0,
                 ttl_ms: 0,
             }),
-            MultiOp::SetData { path: "/m".into(), data: None, version: 5 },
-            MultiOp::Delete { path: "/m".into(), version: -1 },
+            MultiOp::SetData {
+                path: "/m".into(),
+                data: None,
+                version: 5,
+            },
+            MultiOp::Delete {
+                path: "/m".into(),
+                version: -1,
+            },
         ]);
         let out = s.apply_write(&multi, 1, 0, REPLAY);
         assert_eq!(

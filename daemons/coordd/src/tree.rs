@@ -66,7 +66,11 @@ impl Node {
             version: self.version,
             cversion: self.cversion.wrapping_mul(2).wrapping_sub(num_children),
             aversion: self.aversion,
-            ephemeral_owner: if self.is_container() || self.ttl_ms().is_some() { 0 } else { self.ephemeral_owner },
+            ephemeral_owner: if self.is_container() || self.ttl_ms().is_some() {
+                0
+            } else {
+                self.ephemeral_owner
+            },
             data_length: self.data.as_ref().map_or(0, |d| d.len() as i32),
             num_children,
             pzxid: self.pzxid,
@@ -152,7 +156,8 @@ impl DataTree {
             data_bytes: 0,
         };
         let acl = Arc::new(vec![Acl::world_all()]);
-        tree.nodes.insert(Arc::from("/"), Arc::new(Node::new(None, acl.clone(), 0, 0, 0)));
+        tree.nodes
+            .insert(Arc::from("/"), Arc::new(Node::new(None, acl.clone(), 0, 0, 0)));
         for path in SYSTEM_PATHS {
             tree.insert_loaded(path, Node::new(None, acl.clone(), 0, 0, 0));
         }
@@ -176,7 +181,10 @@ impl DataTree {
     }
 
     pub fn ephemerals_of(&self, session: i64) -> Vec<Arc<str>> {
-        self.ephemerals.get(&session).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        self.ephemerals
+            .get(&session)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn expirable(&self) -> Vec<Arc<str>> {
@@ -256,8 +264,14 @@ impl DataTree {
         let path: Arc<str> = Arc::from(path);
         self.index_new(&path, &node);
         self.nodes.insert(path.clone(), Arc::new(node));
-        triggers.push(Trigger { path, event_type: event::NODE_CREATED });
-        triggers.push(Trigger { path: Arc::from(parent_path), event_type: event::NODE_CHILDREN_CHANGED });
+        triggers.push(Trigger {
+            path,
+            event_type: event::NODE_CREATED,
+        });
+        triggers.push(Trigger {
+            path: Arc::from(parent_path),
+            event_type: event::NODE_CHILDREN_CHANGED,
+        });
         Ok(stat)
     }
 
@@ -281,8 +295,14 @@ impl DataTree {
             p.children.remove(name);
             p.pzxid = zxid;
         }
-        triggers.push(Trigger { path: key, event_type: event::NODE_DELETED });
-        triggers.push(Trigger { path: Arc::from(parent_path), event_type: event::NODE_CHILDREN_CHANGED });
+        triggers.push(Trigger {
+            path: key,
+            event_type: event::NODE_DELETED,
+        });
+        triggers.push(Trigger {
+            path: Arc::from(parent_path),
+            event_type: event::NODE_CHILDREN_CHANGED,
+        });
         Ok(())
     }
 
@@ -306,7 +326,10 @@ impl DataTree {
         n.version = n.version.wrapping_add(1);
         let stat = n.stat();
         self.data_bytes = self.data_bytes - old_len + new_len;
-        triggers.push(Trigger { path: key, event_type: event::NODE_DATA_CHANGED });
+        triggers.push(Trigger {
+            path: key,
+            event_type: event::NODE_DATA_CHANGED,
+        });
         Ok(stat)
     }
 
@@ -353,7 +376,9 @@ mod tests {
         for ok in ["/", "/a", "/a/b", "/a-1/b.c", "/é"] {
             assert!(valid_path(ok), "{ok}");
         }
-        for bad in ["", "a", "/a/", "//", "/a//b", "/a/./b", "/a/..", "/a\0b", "/a\u{1}"] {
+        for bad in [
+            "", "a", "/a/", "//", "/a//b", "/a/./b", "/a/..", "/a\0b", "/a\u{1}",
+        ] {
             assert!(!valid_path(bad), "{bad:?}");
         }
         assert_eq!(split_path("/a"), Some(("/", "a")));
@@ -366,7 +391,8 @@ mod tests {
         let acl = Arc::new(vec![Acl::world_all()]);
         let mut tr = Vec::new();
         for (i, name) in ["/p", "/p/a", "/p/b", "/p/c"].iter().enumerate() {
-            t.create(name, None, acl.clone(), 0, i as i64 + 1, 0, &mut tr).unwrap();
+            t.create(name, None, acl.clone(), 0, i as i64 + 1, 0, &mut tr)
+                .unwrap();
         }
         let before = t.clone();
         t.delete("/p/a", 9, &mut tr).unwrap();

@@ -59,7 +59,9 @@ impl Txn {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Txn, DecodeError> {
-        let (&kind, rest) = bytes.split_first().ok_or(DecodeError::Truncated { what: "txn kind" })?;
+        let (&kind, rest) = bytes
+            .split_first()
+            .ok_or(DecodeError::Truncated { what: "txn kind" })?;
         let mut r = Reader::new(rest);
         let (zxid, time_ms, session) = (r.i64()?, r.i64()?, r.i64()?);
         let body = match kind {
@@ -70,15 +72,27 @@ impl Txn {
             KIND_CREATE_SESSION => {
                 let timeout_ms = r.i32()?;
                 let pw = r.buffer()?.unwrap_or_default();
-                let password: [u8; 16] =
-                    pw.try_into().map_err(|_| DecodeError::BadLength { what: "password", len: pw.len() as i64 })?;
+                let password: [u8; 16] = pw.try_into().map_err(|_| DecodeError::BadLength {
+                    what: "password",
+                    len: pw.len() as i64,
+                })?;
                 TxnBody::CreateSession(SessionMeta { timeout_ms, password })
             }
             KIND_CLOSE_SESSION => TxnBody::CloseSession,
             KIND_ERROR => TxnBody::Error(r.i32()?),
-            other => return Err(DecodeError::BadLength { what: "txn kind", len: i64::from(other) }),
+            other => {
+                return Err(DecodeError::BadLength {
+                    what: "txn kind",
+                    len: i64::from(other),
+                })
+            }
         };
-        Ok(Txn { zxid, time_ms, session, body })
+        Ok(Txn {
+            zxid,
+            time_ms,
+            session,
+            body,
+        })
     }
 }
 
@@ -89,12 +103,23 @@ mod tests {
     #[test]
     fn txns_round_trip() {
         for body in [
-            TxnBody::Request(Request::Delete { path: "/a".into(), version: 3 }),
-            TxnBody::CreateSession(SessionMeta { timeout_ms: 4000, password: [7; 16] }),
+            TxnBody::Request(Request::Delete {
+                path: "/a".into(),
+                version: 3,
+            }),
+            TxnBody::CreateSession(SessionMeta {
+                timeout_ms: 4000,
+                password: [7; 16],
+            }),
             TxnBody::CloseSession,
             TxnBody::Error(-101),
         ] {
-            let t = Txn { zxid: 5, time_ms: 6, session: 7, body };
+            let t = Txn {
+                zxid: 5,
+                time_ms: 6,
+                session: 7,
+                body,
+            };
             assert_eq!(Txn::decode(&t.encode()).unwrap(), t);
         }
         assert!(Txn::decode(&[9, 0]).is_err());

@@ -88,15 +88,26 @@ impl Watches {
 
     pub fn add(&mut self, kind: Kind, path: &str, session: i64) {
         let path: Arc<str> = Arc::from(path);
-        if self.tables.entry(kind).or_default().entry(path.clone()).or_default().insert(session) {
+        if self
+            .tables
+            .entry(kind)
+            .or_default()
+            .entry(path.clone())
+            .or_default()
+            .insert(session)
+        {
             self.by_session.entry(session).or_default().insert((kind, path));
             self.total += 1;
         }
     }
 
     fn remove(&mut self, kind: Kind, path: &str, session: i64) -> bool {
-        let Some(table) = self.tables.get_mut(&kind) else { return false };
-        let Some(set) = table.get_mut(path) else { return false };
+        let Some(table) = self.tables.get_mut(&kind) else {
+            return false;
+        };
+        let Some(set) = table.get_mut(path) else {
+            return false;
+        };
         if !set.remove(&session) {
             return false;
         }
@@ -114,7 +125,10 @@ impl Watches {
     }
 
     fn has(&self, kind: Kind, path: &str, session: i64) -> bool {
-        self.tables.get(&kind).and_then(|t| t.get(path)).is_some_and(|s| s.contains(&session))
+        self.tables
+            .get(&kind)
+            .and_then(|t| t.get(path))
+            .is_some_and(|s| s.contains(&session))
     }
 
     /// Drops every watch of a session (its connection closed, or it ended).
@@ -146,7 +160,9 @@ impl Watches {
 
     /// `checkWatches`: whether the session has a watch of this type on `path`.
     pub fn check(&self, path: &str, watch_type: i32, session: i64) -> bool {
-        Watches::kinds_for(watch_type).iter().any(|k| self.has(*k, path, session))
+        Watches::kinds_for(watch_type)
+            .iter()
+            .any(|k| self.has(*k, path, session))
     }
 
     /// `removeWatches`: false if there was none (NOWATCHER).
@@ -186,7 +202,11 @@ impl Watches {
                     }
                 }
             }
-            if let Some(sessions) = self.tables.get(&Kind::Persistent).and_then(|t| t.get(path.as_ref())) {
+            if let Some(sessions) = self
+                .tables
+                .get(&Kind::Persistent)
+                .and_then(|t| t.get(path.as_ref()))
+            {
                 notified.extend(sessions.iter().copied());
             }
             if t.event_type != event::NODE_CHILDREN_CHANGED {
@@ -231,7 +251,10 @@ mod tests {
     use super::*;
 
     fn trig(path: &str, event_type: i32) -> Trigger {
-        Trigger { path: Arc::from(path), event_type }
+        Trigger {
+            path: Arc::from(path),
+            event_type,
+        }
     }
 
     #[test]
@@ -242,13 +265,29 @@ mod tests {
         w.add(Kind::Persistent, "/a", 2);
         w.add(Kind::Recursive, "/", 3);
         let mut out = Vec::new();
-        w.fire(&[trig("/a", event::NODE_DELETED), trig("/", event::NODE_CHILDREN_CHANGED)], &mut out);
-        let got: Vec<_> = out.iter().map(|e| (e.session, e.event_type, e.path.to_string())).collect();
+        w.fire(
+            &[
+                trig("/a", event::NODE_DELETED),
+                trig("/", event::NODE_CHILDREN_CHANGED),
+            ],
+            &mut out,
+        );
+        let got: Vec<_> = out
+            .iter()
+            .map(|e| (e.session, e.event_type, e.path.to_string()))
+            .collect();
         assert_eq!(
             got,
-            vec![(1, event::NODE_DELETED, "/a".into()), (2, 2, "/a".into()), (3, 2, "/a".into())]
+            vec![
+                (1, event::NODE_DELETED, "/a".into()),
+                (2, 2, "/a".into()),
+                (3, 2, "/a".into())
+            ]
         );
         assert_eq!(w.total(), 2);
-        assert_eq!(ancestors_and_self("/a/b").collect::<Vec<_>>(), vec!["/a/b", "/a", "/"]);
+        assert_eq!(
+            ancestors_and_self("/a/b").collect::<Vec<_>>(),
+            vec!["/a/b", "/a", "/"]
+        );
     }
 }
