@@ -441,7 +441,7 @@ def both(pool, fn, sides, *args):
     return [f.result() for f in [pool.submit(fn, s, *args) for s in sides]]
 
 
-def run_seed(seed, ops, make_b, zxids, work_dir, log_dir, ports, outcomes):
+def run_seed(seed, ops, make_b, zxids, work_dir, log_dir, ports, outcomes, trace=None):
     """Returns (ok, ops done, seconds spent on the workload); counts (op kind, outcome) in outcomes."""
     sides = []
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
@@ -494,6 +494,8 @@ def run_seed(seed, ops, make_b, zxids, work_dir, log_dir, ports, outcomes):
                 return diverged(i, op, ea, eb, "watch events per session slot"), i, time.monotonic() - started
             wl.learn(op, raw)
             outcomes[(op[0], outcome(raw))] += 1
+            if trace:
+                trace.write("%d %r -> %r events %r\n" % (i, op, ra, ea))
             history.append((i, op, ra[0]))
             if (i + 1) % DUMP_EVERY_OPS == 0 or i + 1 == ops:
                 da, db = both(pool, dump, sides)
@@ -522,6 +524,8 @@ def main():
     ap.add_argument("--zxids", choices=("exact", "order"), default="exact")
     ap.add_argument("--port", type=int, default=22381, help="real ZooKeeper's port; the other server uses +1")
     ap.add_argument("--stats", action="store_true", help="print how often each operation had each outcome")
+    ap.add_argument("--trace", action="store_true",
+                    help="write every op with its result and events to <log dir>/seed<N>.trace")
     args = ap.parse_args()
 
     if args.against_real_twice:
@@ -543,9 +547,10 @@ def main():
     passed = failed = 0
     outcomes = collections.Counter()
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        with tempfile.TemporaryDirectory(prefix="zkdiff-") as work:
+        with tempfile.TemporaryDirectory(prefix="zkdiff-") as work, \
+                open(os.path.join(log_dir, "seed%d.trace" % seed) if args.trace else os.devnull, "w") as trace:
             ok, done, secs = run_seed(seed, args.ops, make_b, args.zxids, work, log_dir, (args.port, args.port + 1),
-                                       outcomes)
+                                       outcomes, trace)
         total_ops += done
         total_s += secs
         print("seed %d: %s, %d ops in %.1f s" % (seed, "same" if ok else "DIVERGED", done, secs), flush=True)
