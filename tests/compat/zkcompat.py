@@ -44,7 +44,8 @@ def port_is_free(port):
 
 
 def coordd_toml(port, data_root, tick_ms=2000, super_digest=SUPER_DIGEST, sasl_users=None):
-    """The coordd config matching what real-zk runs: every 4lw, TTL nodes on, the same super digest."""
+    """The coordd config matching what real-zk runs: every 4lw, TTL nodes on, no per-IP connection limit
+    (maxClientCnxns=0), the same super digest."""
     users = "".join('"%s" = "%s"\n' % kv for kv in sorted((sasl_users or {}).items()))
     return (
         "[server]\n"
@@ -59,7 +60,8 @@ def coordd_toml(port, data_root, tick_ms=2000, super_digest=SUPER_DIGEST, sasl_u
         "[four_letter_words]\n"
         'whitelist = ["*"]\n'
         "[limits]\n"
-        "ttl_nodes_enabled = true\n" % (port, data_root, tick_ms, super_digest, users)
+        "ttl_nodes_enabled = true\n"
+        "connections_per_ip_max = 0\n" % (port, data_root, tick_ms, super_digest, users)
     )
 
 
