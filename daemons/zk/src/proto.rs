@@ -233,6 +233,28 @@ impl ConnectResponse {
         }
         w.finish_frame()
     }
+
+    /// Decodes a handshake reply payload, as a client reads it. A password of any length other than
+    /// [`PASSWORD_BYTES`] is invalid (every server sends 16 bytes, or none for a refused session, which reads
+    /// as zeros).
+    pub fn decode(payload: &[u8]) -> Result<ConnectResponse, DecodeError> {
+        let mut r = Reader::new(payload);
+        let _protocol_version = r.i32()?;
+        let timeout_ms = r.i32()?;
+        let session_id = r.i64()?;
+        let mut password = [0; PASSWORD_BYTES];
+        match r.buffer()? {
+            None => {}
+            Some(p) if p.is_empty() => {}
+            Some(p) if p.len() == PASSWORD_BYTES => password.copy_from_slice(p),
+            Some(p) => return Err(DecodeError::BadLength { what: "password", len: p.len() as i64 }),
+        }
+        let with_read_only = !r.is_empty();
+        if with_read_only {
+            r.bool()?;
+        }
+        Ok(ConnectResponse { timeout_ms, session_id, password, with_read_only })
+    }
 }
 
 /// Which create opcode a create came in as: it decides the reply body and which flags are legal.
@@ -744,6 +766,25 @@ fn encode_multi_result(w: &mut Writer, res: &MultiResult) {
     }
 }
 
+/// A reply frame's header: the request's xid (or a special one, [`xid`]), the server's last zxid, the error
+/// code (`0` when a body follows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyHeader {
+    pub xid: i32,
+    pub zxid: i64,
+    pub err: i32,
+}
+
+impl ReplyHeader {
+    /// Bytes a reply header takes on the wire.
+    pub const BYTES: usize = 16;
+
+    /// Decodes the header of a reply payload, as a client reads it; `r` is left at the body.
+    pub fn decode(r: &mut Reader<'_>) -> Result<ReplyHeader, DecodeError> {
+        Ok(ReplyHeader { xid: r.i32()?, zxid: r.i64()?, err: r.i32()? })
+    }
+}
+
 /// Encodes a whole reply frame: header, then the body when `err == 0`.
 pub fn encode_reply(xid: i32, zxid: i64, err: i32, body: &Response) -> Vec<u8> {
     let mut w = Writer::frame();
@@ -786,6 +827,29 @@ mod tests {
         let resp = ConnectResponse::expired(true).encode();
         assert_eq!(resp.len(), 4 + 37);
         assert_eq!(ConnectResponse::expired(false).encode().len(), 4 + 36);
+    }
+
+    #[test]
+    fn client_side_decoders_read_what_the_server_encodes() {
+        // A client reads back the handshake reply in both forms and a reply header with its body after it.
+        for with_read_only in [true, false] {
+            let resp = ConnectResponse { timeout_ms: 10_000, session_id: 0x1234, password: [7; 16], with_read_only };
+            let frame = resp.encode();
+            assert_eq!(ConnectResponse::decode(&frame[4..]).unwrap(), resp);
+        }
+        let mut w = Writer::new();
+        w.i32(0).i32(0).i64(0).i32(3).buf.extend_from_slice(b"abc");
+        assert!(ConnectResponse::decode(&w.buf).is_err());
+        let frame = encode_reply(9, 0x55, 0, &Response::Create { path: "/a".into() });
+        let mut r = Reader::new(&frame[4..]);
+        assert_eq!(ReplyHeader::decode(&mut r).unwrap(), ReplyHeader { xid: 9, zxid: 0x55, err: 0 });
+        assert_eq!(r.string().unwrap(), "/a");
+        assert_eq!(r.remaining(), 0);
+        let frame = encode_reply(3, 7, err::NO_NODE, &Response::Empty);
+        assert_eq!(frame.len(), 4 + ReplyHeader::BYTES);
+        let mut r = Reader::new(&frame[4..]);
+        assert_eq!(ReplyHeader::decode(&mut r).unwrap().err, err::NO_NODE);
+        assert!(ReplyHeader::decode(&mut Reader::new(&frame[4..12])).is_err());
     }
 
     #[test]
