@@ -244,8 +244,7 @@ impl ConnectResponse {
         let session_id = r.i64()?;
         let mut password = [0; PASSWORD_BYTES];
         match r.buffer()? {
-            None => {}
-            Some(p) if p.is_empty() => {}
+            None | Some([]) => {}
             Some(p) if p.len() == PASSWORD_BYTES => password.copy_from_slice(p),
             Some(p) => return Err(DecodeError::BadLength { what: "password", len: p.len() as i64 }),
         }
