@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use logtank_journal::{Journal, Marks};
 use logtank_zk::{
-    encode_notification, encode_reply, err, perms, xid, ClientInfo, ConnectRequest, ConnectResponse, Id,
+    encode_notification, encode_reply, err, perms, xid, Acl, ClientInfo, ConnectRequest, ConnectResponse, Id,
     MultiResult, ReadOp, Request, Response, SetWatches,
 };
 use tokio::sync::{mpsc, oneshot, watch};
@@ -604,11 +604,12 @@ impl Core {
             body: TxnBody::CloseSession,
         });
         let triggers = self.state.close_session(session, zxid);
-        let live = self.live.remove(&session);
+        let ended = self.live.remove(&session);
         self.watches.forget_session(session);
-        self.watches.fire(&triggers, &mut self.events);
+        let (live, conns) = (&self.live, &self.conns);
+        self.watches.fire(&triggers, |s, acl| may_read(live, conns, s, acl), &mut self.events);
         self.notify(seq);
-        if let Some(conn) = live.and_then(|l| l.conn) {
+        if let Some(conn) = ended.and_then(|l| l.conn) {
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.session = None;
             }
@@ -691,7 +692,8 @@ impl Core {
                     auth: auth.as_ref(),
                 };
                 let out = self.state.apply_write(&resolved, zxid, time, caller);
-                self.watches.fire(&out.triggers, &mut self.events);
+                let (live, conns) = (&self.live, &self.conns);
+                self.watches.fire(&out.triggers, |s, acl| may_read(live, conns, s, acl), &mut self.events);
                 let body = if out.err == 0 {
                     TxnBody::Request(resolved)
                 } else {
@@ -819,15 +821,7 @@ impl Core {
                 self.watches.add(kind, &path, session);
                 Ok(Response::ErrorBody(0))
             }),
-            Request::WhoAmI => Ok(Response::WhoAmI(
-                auth.ids
-                    .iter()
-                    .map(|id| ClientInfo {
-                        auth_scheme: id.scheme.clone(),
-                        user: id.id.clone(),
-                    })
-                    .collect(),
-            )),
+            Request::WhoAmI => Ok(Response::WhoAmI(who_am_i(&auth))),
             Request::Unknown(code) => {
                 log::debug!(
                     "unknown opcode {code} from {}",
@@ -1060,6 +1054,28 @@ impl Core {
             retained: self.config.persistence.snapshots_retained,
         }
     }
+}
+
+/// whoAmI as ZooKeeper 3.8 answers it: credentials added by auth first, the connection's ip last; a digest
+/// id shows only its user name.
+fn who_am_i(auth: &AuthIds) -> Vec<ClientInfo> {
+    let (ip, others): (Vec<&Id>, Vec<&Id>) = auth.ids.iter().partition(|id| id.scheme == "ip");
+    others
+        .into_iter()
+        .chain(ip)
+        .map(|id| ClientInfo {
+            auth_scheme: id.scheme.clone(),
+            user: if id.scheme == "digest" { id.id.split(':').next().unwrap_or("").to_string() } else { id.id.clone() },
+        })
+        .collect()
+}
+
+/// Whether a session's connection may READ a node with `acl` (decides who hears of a change).
+fn may_read(live: &HashMap<i64, LiveSession>, conns: &HashMap<u64, Connection>, session: i64, acl: &[Acl]) -> bool {
+    live.get(&session)
+        .and_then(|l| l.conn)
+        .and_then(|c| conns.get(&c))
+        .is_some_and(|c| c.auth.allows(acl, perms::READ))
 }
 
 struct SnapshotInputs {

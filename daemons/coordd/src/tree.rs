@@ -98,6 +98,8 @@ impl Node {
 pub struct Trigger {
     pub path: Arc<str>,
     pub event_type: i32,
+    /// The node's ACL when it fired: only sessions that may READ the node hear of it (ZooKeeper 3.8).
+    pub acl: Arc<Vec<Acl>>,
 }
 
 /// The whole tree plus the indexes derived from it (per-session ephemerals, containers and TTL nodes).
@@ -156,10 +158,16 @@ impl DataTree {
             data_bytes: 0,
         };
         let acl = Arc::new(vec![Acl::world_all()]);
-        tree.nodes
-            .insert(Arc::from("/"), Arc::new(Node::new(None, acl.clone(), 0, 0, 0)));
+        // ZooKeeper's built-in nodes hold empty (not null) data; /zookeeper/config is read-only to all.
+        let empty: Option<Arc<[u8]>> = Some(Arc::from(&[][..]));
+        tree.nodes.insert(Arc::from("/"), Arc::new(Node::new(empty.clone(), acl.clone(), 0, 0, 0)));
         for path in SYSTEM_PATHS {
-            tree.insert_loaded(path, Node::new(None, acl.clone(), 0, 0, 0));
+            let acl = if path == "/zookeeper/config" {
+                Arc::new(vec![Acl { perms: logtank_zk::perms::READ, ..Acl::world_all() }])
+            } else {
+                acl.clone()
+            };
+            tree.insert_loaded(path, Node::new(empty.clone(), acl, 0, 0, 0));
         }
         tree
     }
@@ -253,24 +261,23 @@ impl DataTree {
     ) -> Result<Stat, i32> {
         let (parent_path, name) = split_path(path).ok_or(err::BAD_ARGUMENTS)?;
         let parent = self.nodes.get_mut(parent_path).ok_or(err::NO_NODE)?;
+        let parent_acl = parent.acl.clone();
         {
             let p = Arc::make_mut(parent);
             p.cversion = p.cversion.wrapping_add(1);
             p.pzxid = zxid;
             p.children.insert(Arc::from(name));
         }
-        let node = Node::new(data, acl, zxid, time, owner);
+        let node = Node::new(data, acl.clone(), zxid, time, owner);
         let stat = node.stat();
         let path: Arc<str> = Arc::from(path);
         self.index_new(&path, &node);
         self.nodes.insert(path.clone(), Arc::new(node));
-        triggers.push(Trigger {
-            path,
-            event_type: event::NODE_CREATED,
-        });
+        triggers.push(Trigger { path, event_type: event::NODE_CREATED, acl });
         triggers.push(Trigger {
             path: Arc::from(parent_path),
             event_type: event::NODE_CHILDREN_CHANGED,
+            acl: parent_acl,
         });
         Ok(stat)
     }
@@ -290,18 +297,18 @@ impl DataTree {
         } else {
             self.expirable.remove(path);
         }
+        let mut parent_acl = node.acl.clone();
         if let Some(parent) = self.nodes.get_mut(parent_path) {
+            parent_acl = parent.acl.clone();
             let p = Arc::make_mut(parent);
             p.children.remove(name);
             p.pzxid = zxid;
         }
-        triggers.push(Trigger {
-            path: key,
-            event_type: event::NODE_DELETED,
-        });
+        triggers.push(Trigger { path: key, event_type: event::NODE_DELETED, acl: node.acl.clone() });
         triggers.push(Trigger {
             path: Arc::from(parent_path),
             event_type: event::NODE_CHILDREN_CHANGED,
+            acl: parent_acl,
         });
         Ok(())
     }
@@ -326,10 +333,7 @@ impl DataTree {
         n.version = n.version.wrapping_add(1);
         let stat = n.stat();
         self.data_bytes = self.data_bytes - old_len + new_len;
-        triggers.push(Trigger {
-            path: key,
-            event_type: event::NODE_DATA_CHANGED,
-        });
+        triggers.push(Trigger { path: key, event_type: event::NODE_DATA_CHANGED, acl: n.acl.clone() });
         Ok(stat)
     }
 

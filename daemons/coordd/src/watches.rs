@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use logtank_zk::event;
+use logtank_zk::{event, Acl};
 
 use crate::tree::Trigger;
 
@@ -175,7 +175,9 @@ impl Watches {
     }
 
     /// The notifications a write's triggers cause, in order; one-shot watches that fired are gone after.
-    pub fn fire(&mut self, triggers: &[Trigger], out: &mut Vec<Event>) {
+    /// A session that may not READ the node (`may_read`) is not told, and its one-shot watch is dropped
+    /// all the same, as ZooKeeper 3.8 does.
+    pub fn fire(&mut self, triggers: &[Trigger], may_read: impl Fn(i64, &[Acl]) -> bool, out: &mut Vec<Event>) {
         if self.total == 0 {
             return;
         }
@@ -220,7 +222,7 @@ impl Watches {
                     }
                 }
             }
-            let mut sessions: Vec<i64> = notified.into_iter().collect();
+            let mut sessions: Vec<i64> = notified.into_iter().filter(|s| may_read(*s, &t.acl)).collect();
             sessions.sort_unstable();
             out.extend(sessions.into_iter().map(|session| Event {
                 session,
@@ -251,10 +253,7 @@ mod tests {
     use super::*;
 
     fn trig(path: &str, event_type: i32) -> Trigger {
-        Trigger {
-            path: Arc::from(path),
-            event_type,
-        }
+        Trigger { path: Arc::from(path), event_type, acl: Arc::new(vec![Acl::world_all()]) }
     }
 
     #[test]
@@ -270,6 +269,7 @@ mod tests {
                 trig("/a", event::NODE_DELETED),
                 trig("/", event::NODE_CHILDREN_CHANGED),
             ],
+            |_, _| true,
             &mut out,
         );
         let got: Vec<_> = out
