@@ -272,10 +272,11 @@ impl State {
         self.last_zxid = self.last_zxid.max(zxid);
         self.sessions.remove(&session);
         let mut triggers = Vec::new();
-        for path in self.tree.ephemerals_of(session) {
+        for path in self.tree.ephemerals_in_close_order(session) {
             // Ephemerals have no children, so this cannot fail for NOTEMPTY.
             let _ = self.tree.delete(&path, zxid, &mut triggers);
         }
+        self.tree.forget_session(session);
         triggers
     }
 

@@ -107,6 +107,9 @@ pub struct Trigger {
 pub struct DataTree {
     nodes: HashMap<Arc<str>, Arc<Node>>,
     ephemerals: HashMap<i64, OrdSet<Arc<str>>>,
+    /// The most ephemerals each session has held at once: it sizes the Java hash set whose iteration order
+    /// ZooKeeper deletes them in when the session ends (see [`DataTree::ephemerals_in_close_order`]).
+    ephemerals_high_water: HashMap<i64, usize>,
     /// Container and TTL nodes, checked now and then for removal.
     expirable: OrdSet<Arc<str>>,
     data_bytes: u64,
@@ -154,6 +157,7 @@ impl DataTree {
         let mut tree = DataTree {
             nodes: HashMap::new(),
             ephemerals: HashMap::new(),
+            ephemerals_high_water: HashMap::new(),
             expirable: OrdSet::new(),
             data_bytes: 0,
         };
@@ -193,6 +197,44 @@ impl DataTree {
             .get(&session)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// A session's ephemerals in the order ZooKeeper deletes them at session close, which clients see in
+    /// their watch events. ZooKeeper keeps them in a `java.util.HashSet` (iteration: bucket of
+    /// `String.hashCode`, then insertion order, here the creating zxid), and at close deletes them in the
+    /// order of a *clone* of that set, which is presized for its current size and filled in the original's
+    /// order. Both steps are reproduced here.
+    pub fn ephemerals_in_close_order(&self, session: i64) -> Vec<Arc<str>> {
+        let paths = self.ephemerals_of(session);
+        let high = self.ephemerals_high_water.get(&session).copied().unwrap_or(0).max(paths.len());
+        let spread = |p: &str| {
+            let h = java_string_hash(p) as u32;
+            h ^ (h >> 16)
+        };
+        // The original: 16 buckets, doubled whenever its size passed 3/4 of them.
+        let mut buckets: u32 = 16;
+        while high as u64 * 4 > u64::from(buckets) * 3 {
+            buckets *= 2;
+        }
+        let mut keyed: Vec<(u32, i64, Arc<str>)> = paths
+            .into_iter()
+            .map(|p| {
+                let czxid = self.nodes.get(&*p).map_or(0, |n| n.czxid);
+                (spread(&p) & (buckets - 1), czxid, p)
+            })
+            .collect();
+        keyed.sort();
+        // The clone: `HashMap.putMapEntries` presizes to tableSizeFor((int)(size / 0.75 + 1)).
+        let wanted = (keyed.len() as f64 / 0.75 + 1.0) as u32;
+        let clone_buckets = wanted.max(1).next_power_of_two();
+        let mut ordered: Vec<Arc<str>> = keyed.into_iter().map(|(_, _, p)| p).collect();
+        ordered.sort_by_key(|p| spread(p) & (clone_buckets - 1));
+        ordered
+    }
+
+    /// Forgets a session's ephemeral bookkeeping once it ended.
+    pub fn forget_session(&mut self, session: i64) {
+        self.ephemerals_high_water.remove(&session);
     }
 
     pub fn expirable(&self) -> Vec<Arc<str>> {
@@ -240,7 +282,11 @@ impl DataTree {
     fn index_new(&mut self, path: &Arc<str>, node: &Node) {
         self.data_bytes += (path.len() + node.data.as_ref().map_or(0, |d| d.len())) as u64;
         if let Some(session) = node.ephemeral_session() {
-            self.ephemerals.entry(session).or_default().insert(path.clone());
+            let set = self.ephemerals.entry(session).or_default();
+            set.insert(path.clone());
+            let len = set.len();
+            let high = self.ephemerals_high_water.entry(session).or_insert(0);
+            *high = (*high).max(len);
         } else if node.is_container() || node.ttl_ms().is_some() {
             self.expirable.insert(path.clone());
         }
@@ -363,6 +409,11 @@ impl DataTree {
     }
 }
 
+/// Java's `String.hashCode` (over UTF-16 code units, wrapping).
+pub fn java_string_hash(s: &str) -> i32 {
+    s.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+}
+
 pub fn child_path(parent: &str, name: &str) -> String {
     if parent == "/" {
         format!("/{name}")
@@ -374,6 +425,15 @@ pub fn child_path(parent: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn java_hash_matches_java() {
+        // Values from java.lang.String.hashCode.
+        assert_eq!(java_string_hash(""), 0);
+        assert_eq!(java_string_hash("a"), 97);
+        assert_eq!(java_string_hash("hello"), 99_162_322);
+        assert_eq!(java_string_hash("/zookeeper/quota/with/a/long/path"), -1_019_663_126);
+    }
 
     #[test]
     fn paths_are_validated_like_zookeeper() {
