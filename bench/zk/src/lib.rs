@@ -151,6 +151,9 @@ pub struct PhaseReport {
     pub server_cpu_percent: Option<f64>,
     /// The load tool's own CPU time over the phase's wall time.
     pub client_cpu_percent: f64,
+    /// The whole machine's CPU use over the phase (200 = two CPUs busy): what is not the server's or the
+    /// tool's is other processes competing with the benchmark.
+    pub machine_cpu_percent: Option<f64>,
 }
 
 /// A whole run.
@@ -177,13 +180,13 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| phase | ops | errors | s | ops/s | p50 µs | p99 µs | p99.9 µs | max µs | server RSS after | server CPU | tool CPU |"
+            "| phase | ops | errors | s | ops/s | p50 µs | p99 µs | p99.9 µs | max µs | server RSS after | server CPU | tool CPU | machine CPU |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for p in &self.phases {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0}% |",
+                "| {} | {} | {} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0}% | {} |",
                 p.phase.name(),
                 p.ops,
                 p.errors,
@@ -196,6 +199,7 @@ impl Report {
                 p.server_rss_after_bytes.map_or("-".into(), mib),
                 p.server_cpu_percent.map_or("-".into(), |c| format!("{c:.0}%")),
                 p.client_cpu_percent,
+                p.machine_cpu_percent.map_or("-".into(), |c| format!("{c:.0}%")),
             );
         }
         if let (Some(a), Some(b)) = (self.server_rss_start_bytes, self.server_rss_end_bytes) {
@@ -474,6 +478,7 @@ async fn run_phase(
     let rss_before = args.server_pid.and_then(procfs::rss_bytes);
     let server_cpu_before = args.server_pid.and_then(procfs::cpu_seconds);
     let client_cpu_before = procfs::own_cpu_seconds();
+    let machine_before = procfs::machine_cpu();
     let started = Instant::now();
     let shared = Arc::new(PhaseShared {
         phase,
@@ -515,6 +520,9 @@ async fn run_phase(
     }
     let seconds = started.elapsed().as_secs_f64();
     let client_cpu = procfs::own_cpu_seconds() - client_cpu_before;
+    let machine_cpu = machine_before
+        .zip(procfs::machine_cpu())
+        .and_then(|(a, b)| procfs::machine_cpu_percent(a, b));
     let server_cpu = args
         .server_pid
         .and_then(procfs::cpu_seconds)
@@ -544,6 +552,7 @@ async fn run_phase(
         server_rss_after_bytes: rss_after,
         server_cpu_percent: server_cpu.map(|c| 100.0 * c / seconds.max(1e-9)),
         client_cpu_percent: 100.0 * client_cpu / seconds.max(1e-9),
+        machine_cpu_percent: machine_cpu,
     };
     Ok((report, back))
 }

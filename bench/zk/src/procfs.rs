@@ -24,6 +24,39 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / hz as f64)
 }
 
+/// Jiffies the whole machine spent busy (user, nice, system, irq, softirq, steal) and in total, and its CPU
+/// count, from `/proc/stat`: the CPU other processes used during a phase is this minus the server's and ours.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineCpu {
+    busy: u64,
+    total: u64,
+    cpus: usize,
+}
+
+pub fn machine_cpu() -> Option<MachineCpu> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let mut lines = stat.lines();
+    let f: Vec<u64> = lines
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let get = |i: usize| f.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal (guest time is already inside user).
+    let busy = get(0) + get(1) + get(2) + get(5) + get(6) + get(7);
+    let total = busy + get(3) + get(4);
+    let cpus = lines.filter(|l| l.starts_with("cpu")).count();
+    Some(MachineCpu { busy, total, cpus })
+}
+
+/// The machine's CPU use between two samples, in percent of one CPU (200 = two CPUs busy).
+pub fn machine_cpu_percent(before: MachineCpu, after: MachineCpu) -> Option<f64> {
+    let total = after.total.checked_sub(before.total).filter(|&t| t > 0)?;
+    let busy = after.busy.saturating_sub(before.busy);
+    Some(100.0 * after.cpus as f64 * busy as f64 / total as f64)
+}
+
 /// This process's user + system CPU seconds so far.
 pub fn own_cpu_seconds() -> f64 {
     getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
@@ -44,6 +77,12 @@ mod tests {
         assert!(rss_bytes(me).unwrap() > 0);
         assert!(cpu_seconds(me).unwrap() >= 0.0);
         assert!(own_cpu_seconds() >= 0.0);
+        let a = machine_cpu().unwrap();
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(50) {}
+        let b = machine_cpu().unwrap();
+        let pct = machine_cpu_percent(a, b).unwrap_or(0.0);
+        assert!((0.0..=100.0 * a.cpus as f64 + 1e-9).contains(&pct), "{pct}");
         assert_eq!(rss_bytes(u32::MAX), None);
     }
 }
