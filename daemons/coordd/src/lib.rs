@@ -81,6 +81,13 @@ impl Daemon for Coordd {
         let cfg = config.clone();
         let recovered =
             tokio::task::spawn_blocking(move || persist::recover(&cfg, Some(thread_init))).await??;
+        let status = Arc::new(SharedStatus::default());
+        {
+            let mut info = status.info.lock().unwrap_or_else(|p| p.into_inner());
+            info.zxid = recovered.state.last_zxid;
+            info.znodes = recovered.state.tree.node_count();
+            info.sessions = recovered.state.sessions.len();
+        }
         let metrics = metrics::CoorddMetrics::new();
         metrics.register(ctx.metrics());
         let core = Core::new(
@@ -92,7 +99,6 @@ impl Daemon for Coordd {
         );
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE_MAX);
         let core = tokio::spawn(core.run(rx));
-        let status = Arc::new(SharedStatus::default());
         ctx.set_status_source(status.clone());
         let status_task = tokio::spawn(refresh_status(
             tx.clone(),
