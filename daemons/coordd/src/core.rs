@@ -101,7 +101,8 @@ struct Connection {
     outbox: Outbox,
     peer: SocketAddr,
     session: Option<i64>,
-    auth: AuthIds,
+    /// Shared so a request can hold it while the core mutates other state; replaced on change.
+    auth: Arc<AuthIds>,
     sasl: Option<SaslServer>,
     received: u64,
     sent: u64,
@@ -470,7 +471,7 @@ impl Core {
                 outbox,
                 peer,
                 session: None,
-                auth: AuthIds::for_ip(&peer.ip().to_string()),
+                auth: Arc::new(AuthIds::for_ip(&peer.ip().to_string())),
                 sasl: None,
                 received: 0,
                 sent: 0,
@@ -638,7 +639,7 @@ impl Core {
                 let req = Request::DeleteContainer {
                     path: path.to_string(),
                 };
-                self.write(None, 0, 0, &req);
+                self.write(None, 0, 0, req);
             }
         }
     }
@@ -666,20 +667,20 @@ impl Core {
                 self.send_after(conn, seq, Outgoing::Close);
                 return;
             }
-            self.write(Some(conn), session, xid, &req);
+            self.write(Some(conn), session, xid, req);
             return;
         }
         self.read(conn, session, xid, req);
     }
 
     /// A write from `conn` (or from the server itself when `conn` is None).
-    fn write(&mut self, conn: Option<u64>, session: i64, xid: i32, req: &Request) {
+    fn write(&mut self, conn: Option<u64>, session: i64, xid: i32, req: Request) {
         let zxid = self.next_zxid();
         let time = now_ms();
         let auth = conn.and_then(|c| self.conns.get(&c)).map(|c| c.auth.clone());
         let resolved = match &auth {
             Some(a) => self.state.resolve(req, a),
-            None => Ok(req.clone()),
+            None => Ok(req),
         };
         let (code, response, body) = match resolved {
             Err(code) => {
@@ -689,7 +690,7 @@ impl Core {
             Ok(resolved) => {
                 let caller = Caller {
                     session,
-                    auth: auth.as_ref(),
+                    auth: auth.as_deref(),
                 };
                 let out = self.state.apply_write(&resolved, zxid, time, caller);
                 let (live, conns) = (&self.live, &self.conns);
@@ -955,13 +956,13 @@ impl Core {
                 Ok(user_password) if user_password.contains(':') => {
                     let id = digest_id(user_password);
                     if super_digest.as_deref() == Some(id.as_str()) {
-                        c.auth.is_super = true;
-                        c.auth.add(Id {
+                        Arc::make_mut(&mut c.auth).is_super = true;
+                        Arc::make_mut(&mut c.auth).add(Id {
                             scheme: "super".into(),
                             id: String::new(),
                         });
                     }
-                    c.auth.add(Id {
+                    Arc::make_mut(&mut c.auth).add(Id {
                         scheme: "digest".into(),
                         id,
                     });
@@ -1001,7 +1002,7 @@ impl Core {
         match server.step(token, users) {
             SaslOutcome::Continue(reply) => Ok(Response::Sasl { token: reply }),
             SaslOutcome::Done { reply, user } => {
-                c.auth.add(Id {
+                Arc::make_mut(&mut c.auth).add(Id {
                     scheme: "sasl".into(),
                     id: user,
                 });

@@ -73,8 +73,7 @@ impl State {
 
     /// Resolves what must be resolved before a request goes into the log (the `auth` ACL scheme), so
     /// replay does not need the session's credentials. Errors here are the request's reply.
-    pub fn resolve(&self, req: &Request, auth: &AuthIds) -> Result<Request, i32> {
-        let mut req = req.clone();
+    pub fn resolve(&self, mut req: Request, auth: &AuthIds) -> Result<Request, i32> {
         match &mut req {
             Request::Create(c) => {
                 c.acl = auth
