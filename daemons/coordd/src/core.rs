@@ -608,7 +608,11 @@ impl Core {
         let ended = self.live.remove(&session);
         self.watches.forget_session(session);
         let (live, conns) = (&self.live, &self.conns);
-        self.watches.fire(&triggers, |s, acl| may_read(live, conns, s, acl), &mut self.events);
+        self.watches.fire(
+            &triggers,
+            |s, acl| may_read(live, conns, s, acl),
+            &mut self.events,
+        );
         self.notify(seq);
         if let Some(conn) = ended.and_then(|l| l.conn) {
             if let Some(c) = self.conns.get_mut(&conn) {
@@ -694,7 +698,11 @@ impl Core {
                 };
                 let out = self.state.apply_write(&resolved, zxid, time, caller);
                 let (live, conns) = (&self.live, &self.conns);
-                self.watches.fire(&out.triggers, |s, acl| may_read(live, conns, s, acl), &mut self.events);
+                self.watches.fire(
+                    &out.triggers,
+                    |s, acl| may_read(live, conns, s, acl),
+                    &mut self.events,
+                );
                 let body = if out.err == 0 {
                     TxnBody::Request(resolved)
                 } else {
@@ -1066,13 +1074,22 @@ fn who_am_i(auth: &AuthIds) -> Vec<ClientInfo> {
         .chain(ip)
         .map(|id| ClientInfo {
             auth_scheme: id.scheme.clone(),
-            user: if id.scheme == "digest" { id.id.split(':').next().unwrap_or("").to_string() } else { id.id.clone() },
+            user: if id.scheme == "digest" {
+                id.id.split(':').next().unwrap_or("").to_string()
+            } else {
+                id.id.clone()
+            },
         })
         .collect()
 }
 
 /// Whether a session's connection may READ a node with `acl` (decides who hears of a change).
-fn may_read(live: &HashMap<i64, LiveSession>, conns: &HashMap<u64, Connection>, session: i64, acl: &[Acl]) -> bool {
+fn may_read(
+    live: &HashMap<i64, LiveSession>,
+    conns: &HashMap<u64, Connection>,
+    session: i64,
+    acl: &[Acl],
+) -> bool {
     live.get(&session)
         .and_then(|l| l.conn)
         .and_then(|c| conns.get(&c))

@@ -164,10 +164,16 @@ impl DataTree {
         let acl = Arc::new(vec![Acl::world_all()]);
         // ZooKeeper's built-in nodes hold empty (not null) data; /zookeeper/config is read-only to all.
         let empty: Option<Arc<[u8]>> = Some(Arc::from(&[][..]));
-        tree.nodes.insert(Arc::from("/"), Arc::new(Node::new(empty.clone(), acl.clone(), 0, 0, 0)));
+        tree.nodes.insert(
+            Arc::from("/"),
+            Arc::new(Node::new(empty.clone(), acl.clone(), 0, 0, 0)),
+        );
         for path in SYSTEM_PATHS {
             let acl = if path == "/zookeeper/config" {
-                Arc::new(vec![Acl { perms: logtank_zk::perms::READ, ..Acl::world_all() }])
+                Arc::new(vec![Acl {
+                    perms: logtank_zk::perms::READ,
+                    ..Acl::world_all()
+                }])
             } else {
                 acl.clone()
             };
@@ -206,7 +212,12 @@ impl DataTree {
     /// order. Both steps are reproduced here.
     pub fn ephemerals_in_close_order(&self, session: i64) -> Vec<Arc<str>> {
         let paths = self.ephemerals_of(session);
-        let high = self.ephemerals_high_water.get(&session).copied().unwrap_or(0).max(paths.len());
+        let high = self
+            .ephemerals_high_water
+            .get(&session)
+            .copied()
+            .unwrap_or(0)
+            .max(paths.len());
         let spread = |p: &str| {
             let h = java_string_hash(p) as u32;
             h ^ (h >> 16)
@@ -319,7 +330,11 @@ impl DataTree {
         let path: Arc<str> = Arc::from(path);
         self.index_new(&path, &node);
         self.nodes.insert(path.clone(), Arc::new(node));
-        triggers.push(Trigger { path, event_type: event::NODE_CREATED, acl });
+        triggers.push(Trigger {
+            path,
+            event_type: event::NODE_CREATED,
+            acl,
+        });
         triggers.push(Trigger {
             path: Arc::from(parent_path),
             event_type: event::NODE_CHILDREN_CHANGED,
@@ -350,7 +365,11 @@ impl DataTree {
             p.children.remove(name);
             p.pzxid = zxid;
         }
-        triggers.push(Trigger { path: key, event_type: event::NODE_DELETED, acl: node.acl.clone() });
+        triggers.push(Trigger {
+            path: key,
+            event_type: event::NODE_DELETED,
+            acl: node.acl.clone(),
+        });
         triggers.push(Trigger {
             path: Arc::from(parent_path),
             event_type: event::NODE_CHILDREN_CHANGED,
@@ -379,7 +398,11 @@ impl DataTree {
         n.version = n.version.wrapping_add(1);
         let stat = n.stat();
         self.data_bytes = self.data_bytes - old_len + new_len;
-        triggers.push(Trigger { path: key, event_type: event::NODE_DATA_CHANGED, acl: n.acl.clone() });
+        triggers.push(Trigger {
+            path: key,
+            event_type: event::NODE_DATA_CHANGED,
+            acl: n.acl.clone(),
+        });
         Ok(stat)
     }
 
@@ -411,7 +434,8 @@ impl DataTree {
 
 /// Java's `String.hashCode` (over UTF-16 code units, wrapping).
 pub fn java_string_hash(s: &str) -> i32 {
-    s.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
 }
 
 pub fn child_path(parent: &str, name: &str) -> String {
@@ -432,7 +456,10 @@ mod tests {
         assert_eq!(java_string_hash(""), 0);
         assert_eq!(java_string_hash("a"), 97);
         assert_eq!(java_string_hash("hello"), 99_162_322);
-        assert_eq!(java_string_hash("/zookeeper/quota/with/a/long/path"), -1_019_663_126);
+        assert_eq!(
+            java_string_hash("/zookeeper/quota/with/a/long/path"),
+            -1_019_663_126
+        );
     }
 
     #[test]

@@ -177,7 +177,12 @@ impl Watches {
     /// The notifications a write's triggers cause, in order; one-shot watches that fired are gone after.
     /// A session that may not READ the node (`may_read`) is not told, and its one-shot watch is dropped
     /// all the same, as ZooKeeper 3.8 does.
-    pub fn fire(&mut self, triggers: &[Trigger], may_read: impl Fn(i64, &[Acl]) -> bool, out: &mut Vec<Event>) {
+    pub fn fire(
+        &mut self,
+        triggers: &[Trigger],
+        may_read: impl Fn(i64, &[Acl]) -> bool,
+        out: &mut Vec<Event>,
+    ) {
         if self.total == 0 {
             return;
         }
@@ -253,7 +258,11 @@ mod tests {
     use super::*;
 
     fn trig(path: &str, event_type: i32) -> Trigger {
-        Trigger { path: Arc::from(path), event_type, acl: Arc::new(vec![Acl::world_all()]) }
+        Trigger {
+            path: Arc::from(path),
+            event_type,
+            acl: Arc::new(vec![Acl::world_all()]),
+        }
     }
 
     #[test]

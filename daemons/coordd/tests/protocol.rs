@@ -236,3 +236,226 @@ fn four_letter_words_and_whitelist() {
     let wchs = String::from_utf8(raw_exchange(server.addr, b"wchs")).unwrap();
     assert_eq!(wchs, "wchs is not executed because it is not in the whitelist.\n");
 }
+
+fn ttl_create(path: &str, flags: i32, ttl_ms: i64, kind: logtank_zk::CreateKind) -> Request {
+    Request::Create(logtank_zk::CreateRequest {
+        kind,
+        path: path.into(),
+        data: None,
+        acl: vec![logtank_zk::Acl::world_all()],
+        flags,
+        ttl_ms,
+    })
+}
+
+#[test]
+fn persistent_and_recursive_watches_and_set_watches() {
+    use logtank_zk::event::*;
+    let (_dir, server) = server("");
+    let mut w = Client::connect(server.addr, 10_000);
+    let mut c = Client::connect(server.addr, 10_000);
+    assert_eq!(
+        w.call(&Request::AddWatch {
+            path: "/p".into(),
+            mode: 0
+        })
+        .err,
+        0
+    );
+    assert_eq!(
+        w.call(&Request::AddWatch {
+            path: "/r".into(),
+            mode: 1
+        })
+        .err,
+        0
+    );
+    assert_eq!(
+        w.call(&Request::CheckWatches {
+            path: "/p".into(),
+            watch_type: 4
+        })
+        .err,
+        0
+    );
+    assert_eq!(
+        w.call(&Request::CheckWatches {
+            path: "/p".into(),
+            watch_type: 1
+        })
+        .err,
+        err::NO_WATCHER
+    );
+    for path in ["/p", "/p/c", "/r", "/r/a", "/r/a/b"] {
+        assert_eq!(c.create(path, b"", 0).err, 0);
+    }
+    assert_eq!(
+        c.call(&Request::SetData {
+            path: "/p".into(),
+            data: None,
+            version: -1
+        })
+        .err,
+        0
+    );
+    assert_eq!(
+        c.call(&Request::SetData {
+            path: "/p".into(),
+            data: None,
+            version: -1
+        })
+        .err,
+        0
+    );
+    w.call(&Request::Sync { path: "/".into() });
+    let s = |v: &[(i32, &str)]| v.iter().map(|(t, p)| (*t, p.to_string())).collect::<Vec<_>>();
+    // Persistent on /p: its own events and its children's list; recursive on /r: never NodeChildrenChanged.
+    assert_eq!(
+        w.events,
+        s(&[
+            (NODE_CREATED, "/p"),
+            (NODE_CHILDREN_CHANGED, "/p"),
+            (NODE_CREATED, "/r"),
+            (NODE_CREATED, "/r/a"),
+            (NODE_CREATED, "/r/a/b"),
+            (NODE_DATA_CHANGED, "/p"),
+            (NODE_DATA_CHANGED, "/p"),
+        ])
+    );
+    w.events.clear();
+    assert_eq!(
+        w.call(&Request::RemoveWatches {
+            path: "/p".into(),
+            watch_type: 3
+        })
+        .err,
+        0
+    );
+    assert_eq!(
+        w.call(&Request::RemoveWatches {
+            path: "/p".into(),
+            watch_type: 3
+        })
+        .err,
+        err::NO_WATCHER
+    );
+    assert_eq!(
+        c.call(&Request::SetData {
+            path: "/p".into(),
+            data: None,
+            version: -1
+        })
+        .err,
+        0
+    );
+    w.call(&Request::Sync { path: "/".into() });
+    assert!(w.events.is_empty(), "{:?}", w.events);
+
+    // setWatches2 after a "reconnect": what changed since relative_zxid fires at once, the rest registers.
+    let mut again = Client::connect(server.addr, 10_000);
+    let zxid = again.call(&Request::Sync { path: "/".into() }).zxid;
+    assert_eq!(
+        c.call(&Request::SetData {
+            path: "/r/a".into(),
+            data: None,
+            version: -1
+        })
+        .err,
+        0
+    );
+    let sw = logtank_zk::SetWatches {
+        relative_zxid: zxid,
+        data: vec!["/r/a".into(), "/r".into(), "/gone".into()],
+        exist: vec!["/p/c".into(), "/later".into()],
+        child: vec!["/r".into()],
+        persistent: vec![],
+        persistent_recursive: vec!["/r".into()],
+    };
+    assert_eq!(again.call(&Request::SetWatches(sw)).err, 0);
+    assert_eq!(
+        again.events,
+        s(&[
+            (NODE_DATA_CHANGED, "/r/a"),
+            (NODE_DELETED, "/gone"),
+            (NODE_CREATED, "/p/c")
+        ])
+    );
+    again.events.clear();
+    assert_eq!(c.create("/later", b"", 0).err, 0);
+    assert_eq!(c.create("/r/z", b"", 0).err, 0);
+    again.call(&Request::Sync { path: "/".into() });
+    assert_eq!(
+        again.events,
+        s(&[
+            (NODE_CREATED, "/later"),
+            (NODE_CREATED, "/r/z"),
+            (NODE_CHILDREN_CHANGED, "/r")
+        ])
+    );
+}
+
+#[test]
+fn containers_ttl_multiread_and_ephemerals() {
+    use logtank_zk::CreateKind::{Container, Create, Ttl};
+    let (_dir, server) = server("[limits]\nttl_nodes_enabled = true\ncontainer_check_interval_ms = 100\n");
+    let mut c = Client::connect(server.addr, 10_000);
+    assert_eq!(c.call(&ttl_create("/cont", 4, 0, Container)).err, 0);
+    assert_eq!(
+        c.call(&ttl_create("/cont", 5, 100, Create)).err,
+        err::BAD_ARGUMENTS,
+        "TTL needs createTTL"
+    );
+    assert_eq!(
+        c.call(&ttl_create("/t0", 5, 0, Ttl)).err,
+        err::BAD_ARGUMENTS,
+        "TTL of 0"
+    );
+    assert_eq!(c.call(&ttl_create("/ttl", 5, 300, Ttl)).err, 0);
+    assert_eq!(
+        c.get("/ttl").unwrap().1.ephemeral_owner,
+        0,
+        "TTL nodes report no owner"
+    );
+    assert_eq!(c.create("/cont/child", b"", 0).err, 0);
+    assert_eq!(c.create("/e1", b"", 1).err, 0);
+    assert_eq!(c.create("/cont/e2", b"", 1).err, 0);
+    let r = c.call(&Request::GetEphemerals {
+        prefix: "/cont".into(),
+    });
+    assert_eq!(
+        Reader::new(&r.body).strings().unwrap(),
+        vec!["/cont/e2".to_string()]
+    );
+    let r = c.call(&Request::MultiRead(vec![
+        logtank_zk::ReadOp::GetChildren { path: "/cont".into() },
+        logtank_zk::ReadOp::GetData { path: "/nope".into() },
+    ]));
+    assert_eq!(r.err, 0);
+    assert_eq!(
+        c.call(&Request::Delete {
+            path: "/cont/child".into(),
+            version: -1
+        })
+        .err,
+        0
+    );
+    assert_eq!(
+        c.call(&Request::Delete {
+            path: "/cont/e2".into(),
+            version: -1
+        })
+        .err,
+        0
+    );
+    // The emptied container and the idle TTL node are removed by the server within a few checks.
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(c.get("/cont").unwrap_err(), err::NO_NODE);
+    assert_eq!(c.get("/ttl").unwrap_err(), err::NO_NODE);
+    let (_dir2, plain) = self::server("");
+    let mut c = Client::connect(plain.addr, 10_000);
+    assert_eq!(
+        c.call(&ttl_create("/ttl", 5, 300, Ttl)).err,
+        err::UNIMPLEMENTED,
+        "TTL nodes off by default"
+    );
+}
