@@ -1,9 +1,10 @@
 //! The `logtank` command: run the suite locally (`up`), inspect journals (`journal …`), and look into
-//! coordination (`zk …`).
+//! coordination (`zk …`), measure a server (`bench zk`).
 //!
 //! Later issues add the client commands (send, read, recover, tail, status) here.
 #![forbid(unsafe_code)]
 
+pub mod bench_cmd;
 pub mod journal_cmd;
 pub mod up;
 pub mod zk_cmd;
@@ -35,6 +36,11 @@ pub enum Command {
     },
     /// A ZooKeeper shell for coordd or a ZooKeeper ensemble: one command, or commands from stdin.
     Zk(zk_cmd::ZkArgs),
+    /// Load tools that measure a running server (see docs/benchmarks.md).
+    Bench {
+        #[command(subcommand)]
+        command: bench_cmd::BenchCommand,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -43,6 +49,7 @@ pub fn main() -> ExitCode {
         Command::Up(args) => up::run(args),
         Command::Journal { command } => journal_cmd::run(command),
         Command::Zk(args) => zk_cmd::run(args),
+        Command::Bench { command } => bench_cmd::run(command),
     };
     match result {
         Ok(code) => code,

@@ -156,7 +156,9 @@ impl TestServer {
         String::from_utf8_lossy(&text[start..]).into_owned()
     }
 
-    /// Polls `ruok` until `imok`, the process exits, or [`START_TIMEOUT`] passes.
+    /// Polls until `ruok` → `imok` and `srvr` reports a mode, the process exits, or [`START_TIMEOUT`]
+    /// passes. ZooKeeper answers `imok` before it serves sessions (it closes handshakes with "ZooKeeperServer
+    /// not running" for a moment), so `ruok` alone is not readiness.
     fn wait_ready(&mut self) -> Result<(), String> {
         let started = Instant::now();
         loop {
@@ -168,7 +170,9 @@ impl TestServer {
                     self.log_tail()
                 ));
             }
-            if self.four_letter_word("ruok").is_ok_and(|a| a == "imok") {
+            if self.four_letter_word("ruok").is_ok_and(|a| a == "imok")
+                && self.four_letter_word("srvr").is_ok_and(|a| a.contains("Mode: "))
+            {
                 return Ok(());
             }
             if started.elapsed() > START_TIMEOUT {
