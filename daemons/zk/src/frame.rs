@@ -23,18 +23,25 @@ pub fn next_frame(buf: &[u8], frame_bytes_max: usize) -> Result<Frame<'_>, Decod
     }
     let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
     if len < 0 || len as usize > frame_bytes_max {
-        return Err(DecodeError::FrameLength { len: i64::from(len), max: frame_bytes_max });
+        return Err(DecodeError::FrameLength {
+            len: i64::from(len),
+            max: frame_bytes_max,
+        });
     }
     let used = 4 + len as usize;
     if buf.len() < used {
         return Ok(Frame::Incomplete);
     }
-    Ok(Frame::Complete { payload: &buf[4..used], used })
+    Ok(Frame::Complete {
+        payload: &buf[4..used],
+        used,
+    })
 }
 
 /// The four-letter words coordd knows; ZooKeeper's list minus the ones that change server state.
-pub const FOUR_LETTER_WORDS: &[&str] =
-    &["ruok", "srvr", "stat", "mntr", "conf", "cons", "envi", "wchs", "wchc", "wchp", "isro", "dirs", "dump"];
+pub const FOUR_LETTER_WORDS: &[&str] = &[
+    "ruok", "srvr", "stat", "mntr", "conf", "cons", "envi", "wchs", "wchc", "wchp", "isro", "dirs", "dump",
+];
 
 /// If the first 4 bytes of a fresh connection are a known four-letter word, that word.
 pub fn four_letter_word(head: &[u8]) -> Option<&'static str> {
@@ -50,7 +57,13 @@ mod tests {
     fn splits_frames_and_rejects_bad_lengths() {
         let mut buf = 3i32.to_be_bytes().to_vec();
         buf.extend_from_slice(b"abcX");
-        assert_eq!(next_frame(&buf, 10), Ok(Frame::Complete { payload: b"abc", used: 7 }));
+        assert_eq!(
+            next_frame(&buf, 10),
+            Ok(Frame::Complete {
+                payload: b"abc",
+                used: 7
+            })
+        );
         assert_eq!(next_frame(&buf[..6], 10), Ok(Frame::Incomplete));
         assert!(next_frame(&(-5i32).to_be_bytes(), 10).is_err());
         assert!(next_frame(&11i32.to_be_bytes(), 10).is_err());

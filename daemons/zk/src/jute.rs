@@ -64,11 +64,17 @@ impl<'a> Reader<'a> {
             return Ok(None);
         }
         if len < 0 {
-            return Err(DecodeError::BadLength { what: "buffer", len: i64::from(len) });
+            return Err(DecodeError::BadLength {
+                what: "buffer",
+                len: i64::from(len),
+            });
         }
         let len = len as usize;
         if len > self.remaining() {
-            return Err(DecodeError::BadLength { what: "buffer", len: len as i64 });
+            return Err(DecodeError::BadLength {
+                what: "buffer",
+                len: len as i64,
+            });
         }
         Ok(Some(self.take(len, "buffer")?))
     }
@@ -89,7 +95,10 @@ impl<'a> Reader<'a> {
             return Ok(None);
         }
         if count < 0 || (count as usize).saturating_mul(min_element_bytes.max(1)) > self.remaining() {
-            return Err(DecodeError::BadLength { what: "vector", len: i64::from(count) });
+            return Err(DecodeError::BadLength {
+                what: "vector",
+                len: i64::from(count),
+            });
         }
         Ok(Some(count as usize))
     }
@@ -108,12 +117,16 @@ pub struct Writer {
 
 impl Writer {
     pub fn new() -> Self {
-        Writer { buf: Vec::with_capacity(64) }
+        Writer {
+            buf: Vec::with_capacity(64),
+        }
     }
 
     /// A writer whose first 4 bytes are reserved for the frame length (see [`Writer::finish_frame`]).
     pub fn frame() -> Self {
-        let mut w = Writer { buf: Vec::with_capacity(128) };
+        let mut w = Writer {
+            buf: Vec::with_capacity(128),
+        };
         w.buf.extend_from_slice(&[0; 4]);
         w
     }

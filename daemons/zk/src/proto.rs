@@ -121,7 +121,10 @@ impl Stat {
     pub fn encode(&self, w: &mut Writer) {
         w.i64(self.czxid).i64(self.mzxid).i64(self.ctime).i64(self.mtime);
         w.i32(self.version).i32(self.cversion).i32(self.aversion);
-        w.i64(self.ephemeral_owner).i32(self.data_length).i32(self.num_children).i64(self.pzxid);
+        w.i64(self.ephemeral_owner)
+            .i32(self.data_length)
+            .i32(self.num_children)
+            .i64(self.pzxid);
     }
 
     pub fn decode(r: &mut Reader<'_>) -> Result<Stat, DecodeError> {
@@ -156,14 +159,30 @@ pub struct Acl {
 
 impl Acl {
     pub fn world_all() -> Acl {
-        Acl { perms: perms::ALL, id: Id { scheme: "world".into(), id: "anyone".into() } }
+        Acl {
+            perms: perms::ALL,
+            id: Id {
+                scheme: "world".into(),
+                id: "anyone".into(),
+            },
+        }
     }
 }
 
 pub fn decode_acls(r: &mut Reader<'_>) -> Result<Vec<Acl>, DecodeError> {
     // An ACL takes at least 12 bytes (perms + two string lengths).
     let n = r.vec_len(12)?.unwrap_or(0);
-    (0..n).map(|_| Ok(Acl { perms: r.i32()?, id: Id { scheme: r.string()?, id: r.string()? } })).collect()
+    (0..n)
+        .map(|_| {
+            Ok(Acl {
+                perms: r.i32()?,
+                id: Id {
+                    scheme: r.string()?,
+                    id: r.string()?,
+                },
+            })
+        })
+        .collect()
 }
 
 pub fn encode_acls(w: &mut Writer, acls: &[Acl]) {
@@ -201,7 +220,10 @@ impl ConnectRequest {
 
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::frame();
-        w.i32(self.protocol_version).i64(self.last_zxid_seen).i32(self.timeout_ms).i64(self.session_id);
+        w.i32(self.protocol_version)
+            .i64(self.last_zxid_seen)
+            .i32(self.timeout_ms)
+            .i64(self.session_id);
         w.buffer(Some(&self.password));
         if let Some(ro) = self.read_only {
             w.bool(ro);
@@ -222,12 +244,20 @@ pub struct ConnectResponse {
 impl ConnectResponse {
     /// The reply to an unknown or expired session: timeout 0, id 0, a zero password.
     pub fn expired(with_read_only: bool) -> ConnectResponse {
-        ConnectResponse { timeout_ms: 0, session_id: 0, password: [0; PASSWORD_BYTES], with_read_only }
+        ConnectResponse {
+            timeout_ms: 0,
+            session_id: 0,
+            password: [0; PASSWORD_BYTES],
+            with_read_only,
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::frame();
-        w.i32(0).i32(self.timeout_ms).i64(self.session_id).buffer(Some(&self.password));
+        w.i32(0)
+            .i32(self.timeout_ms)
+            .i64(self.session_id)
+            .buffer(Some(&self.password));
         if self.with_read_only {
             w.bool(false);
         }
@@ -246,13 +276,23 @@ impl ConnectResponse {
         match r.buffer()? {
             None | Some([]) => {}
             Some(p) if p.len() == PASSWORD_BYTES => password.copy_from_slice(p),
-            Some(p) => return Err(DecodeError::BadLength { what: "password", len: p.len() as i64 }),
+            Some(p) => {
+                return Err(DecodeError::BadLength {
+                    what: "password",
+                    len: p.len() as i64,
+                })
+            }
         }
         let with_read_only = !r.is_empty();
         if with_read_only {
             r.bool()?;
         }
-        Ok(ConnectResponse { timeout_ms, session_id, password, with_read_only })
+        Ok(ConnectResponse {
+            timeout_ms,
+            session_id,
+            password,
+            with_read_only,
+        })
     }
 }
 
@@ -280,9 +320,19 @@ pub struct CreateRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MultiOp {
     Create(CreateRequest),
-    Delete { path: String, version: i32 },
-    SetData { path: String, data: Option<Vec<u8>>, version: i32 },
-    Check { path: String, version: i32 },
+    Delete {
+        path: String,
+        version: i32,
+    },
+    SetData {
+        path: String,
+        data: Option<Vec<u8>>,
+        version: i32,
+    },
+    Check {
+        path: String,
+        version: i32,
+    },
 }
 
 impl MultiOp {
@@ -298,7 +348,9 @@ impl MultiOp {
     pub fn path(&self) -> &str {
         match self {
             MultiOp::Create(c) => &c.path,
-            MultiOp::Delete { path, .. } | MultiOp::SetData { path, .. } | MultiOp::Check { path, .. } => path,
+            MultiOp::Delete { path, .. } | MultiOp::SetData { path, .. } | MultiOp::Check { path, .. } => {
+                path
+            }
         }
     }
 }
@@ -325,29 +377,79 @@ pub enum Request {
     Ping,
     CloseSession,
     Create(CreateRequest),
-    Delete { path: String, version: i32 },
+    Delete {
+        path: String,
+        version: i32,
+    },
     /// `deleteContainer` is server-internal in ZooKeeper; a client sending it is treated as a delete.
-    DeleteContainer { path: String },
-    Exists { path: String, watch: bool },
-    GetData { path: String, watch: bool },
-    SetData { path: String, data: Option<Vec<u8>>, version: i32 },
-    GetAcl { path: String },
-    SetAcl { path: String, acl: Vec<Acl>, version: i32 },
-    GetChildren { path: String, watch: bool },
-    GetChildren2 { path: String, watch: bool },
-    Sync { path: String },
-    Check { path: String, version: i32 },
+    DeleteContainer {
+        path: String,
+    },
+    Exists {
+        path: String,
+        watch: bool,
+    },
+    GetData {
+        path: String,
+        watch: bool,
+    },
+    SetData {
+        path: String,
+        data: Option<Vec<u8>>,
+        version: i32,
+    },
+    GetAcl {
+        path: String,
+    },
+    SetAcl {
+        path: String,
+        acl: Vec<Acl>,
+        version: i32,
+    },
+    GetChildren {
+        path: String,
+        watch: bool,
+    },
+    GetChildren2 {
+        path: String,
+        watch: bool,
+    },
+    Sync {
+        path: String,
+    },
+    Check {
+        path: String,
+        version: i32,
+    },
     Multi(Vec<MultiOp>),
     MultiRead(Vec<ReadOp>),
     Reconfig,
-    CheckWatches { path: String, watch_type: i32 },
-    RemoveWatches { path: String, watch_type: i32 },
-    Auth { scheme: String, auth: Vec<u8> },
+    CheckWatches {
+        path: String,
+        watch_type: i32,
+    },
+    RemoveWatches {
+        path: String,
+        watch_type: i32,
+    },
+    Auth {
+        scheme: String,
+        auth: Vec<u8>,
+    },
     SetWatches(SetWatches),
-    Sasl { token: Vec<u8> },
-    GetEphemerals { prefix: String },
-    GetAllChildrenNumber { path: String },
-    AddWatch { path: String, mode: i32 },
+    Sasl {
+        token: Vec<u8>,
+    },
+    GetEphemerals {
+        prefix: String,
+    },
+    GetAllChildrenNumber {
+        path: String,
+    },
+    AddWatch {
+        path: String,
+        mode: i32,
+    },
     WhoAmI,
     /// An opcode this server does not know: answered with UNIMPLEMENTED, the connection stays open.
     Unknown(i32),
@@ -375,7 +477,10 @@ impl Request {
     /// Decodes one request frame (header and body).
     pub fn decode(payload: &[u8]) -> Result<(RequestHeader, Request), DecodeError> {
         let mut r = Reader::new(payload);
-        let header = RequestHeader { xid: r.i32()?, opcode: r.i32()? };
+        let header = RequestHeader {
+            xid: r.i32()?,
+            opcode: r.i32()?,
+        };
         let req = Request::decode_body(header.opcode, &mut r)?;
         Ok((header, req))
     }
@@ -388,25 +493,60 @@ impl Request {
             op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => {
                 Request::Create(decode_create(opcode, r)?)
             }
-            op::DELETE => Request::Delete { path: r.string()?, version: r.i32()? },
+            op::DELETE => Request::Delete {
+                path: r.string()?,
+                version: r.i32()?,
+            },
             op::DELETE_CONTAINER => Request::DeleteContainer { path: r.string()? },
-            op::EXISTS => Request::Exists { path: r.string()?, watch: r.bool()? },
-            op::GET_DATA => Request::GetData { path: r.string()?, watch: r.bool()? },
-            op::SET_DATA => Request::SetData { path: r.string()?, data: owned(r.buffer()?), version: r.i32()? },
+            op::EXISTS => Request::Exists {
+                path: r.string()?,
+                watch: r.bool()?,
+            },
+            op::GET_DATA => Request::GetData {
+                path: r.string()?,
+                watch: r.bool()?,
+            },
+            op::SET_DATA => Request::SetData {
+                path: r.string()?,
+                data: owned(r.buffer()?),
+                version: r.i32()?,
+            },
             op::GET_ACL => Request::GetAcl { path: r.string()? },
-            op::SET_ACL => Request::SetAcl { path: r.string()?, acl: decode_acls(r)?, version: r.i32()? },
-            op::GET_CHILDREN => Request::GetChildren { path: r.string()?, watch: r.bool()? },
-            op::GET_CHILDREN2 => Request::GetChildren2 { path: r.string()?, watch: r.bool()? },
+            op::SET_ACL => Request::SetAcl {
+                path: r.string()?,
+                acl: decode_acls(r)?,
+                version: r.i32()?,
+            },
+            op::GET_CHILDREN => Request::GetChildren {
+                path: r.string()?,
+                watch: r.bool()?,
+            },
+            op::GET_CHILDREN2 => Request::GetChildren2 {
+                path: r.string()?,
+                watch: r.bool()?,
+            },
             op::SYNC => Request::Sync { path: r.string()? },
-            op::CHECK => Request::Check { path: r.string()?, version: r.i32()? },
+            op::CHECK => Request::Check {
+                path: r.string()?,
+                version: r.i32()?,
+            },
             op::MULTI => Request::Multi(decode_multi(r)?),
             op::MULTI_READ => Request::MultiRead(decode_multi_read(r)?),
             op::RECONFIG => Request::Reconfig,
-            op::CHECK_WATCHES => Request::CheckWatches { path: r.string()?, watch_type: r.i32()? },
-            op::REMOVE_WATCHES => Request::RemoveWatches { path: r.string()?, watch_type: r.i32()? },
+            op::CHECK_WATCHES => Request::CheckWatches {
+                path: r.string()?,
+                watch_type: r.i32()?,
+            },
+            op::REMOVE_WATCHES => Request::RemoveWatches {
+                path: r.string()?,
+                watch_type: r.i32()?,
+            },
             op::AUTH => {
                 let _type = r.i32()?;
-                Request::Auth { scheme: r.string()?, auth: owned(r.buffer()?).unwrap_or_default() }
+                Request::Auth {
+                    scheme: r.string()?,
+                    auth: owned(r.buffer()?).unwrap_or_default(),
+                }
             }
             op::SET_WATCHES | op::SET_WATCHES2 => {
                 let mut sw = SetWatches {
@@ -422,10 +562,15 @@ impl Request {
                 }
                 Request::SetWatches(sw)
             }
-            op::SASL => Request::Sasl { token: owned(r.buffer()?).unwrap_or_default() },
+            op::SASL => Request::Sasl {
+                token: owned(r.buffer()?).unwrap_or_default(),
+            },
             op::GET_EPHEMERALS => Request::GetEphemerals { prefix: r.string()? },
             op::GET_ALL_CHILDREN_NUMBER => Request::GetAllChildrenNumber { path: r.string()? },
-            op::ADD_WATCH => Request::AddWatch { path: r.string()?, mode: r.i32()? },
+            op::ADD_WATCH => Request::AddWatch {
+                path: r.string()?,
+                mode: r.i32()?,
+            },
             op::WHO_AM_I => Request::WhoAmI,
             other => Request::Unknown(other),
         };
@@ -450,7 +595,11 @@ impl Request {
     /// Encodes this request as a client would send it (tests, tools, the transaction log).
     pub fn encode_body(&self, w: &mut Writer) {
         match self {
-            Request::Ping | Request::CloseSession | Request::Reconfig | Request::WhoAmI | Request::Unknown(_) => {}
+            Request::Ping
+            | Request::CloseSession
+            | Request::Reconfig
+            | Request::WhoAmI
+            | Request::Unknown(_) => {}
             Request::Create(c) => encode_create(w, c),
             Request::Delete { path, version } => {
                 w.string(path).i32(*version);
@@ -511,7 +660,10 @@ impl Request {
                 w.i32(0).string(scheme).buffer(Some(auth));
             }
             Request::SetWatches(sw) => {
-                w.i64(sw.relative_zxid).strings(&sw.data).strings(&sw.exist).strings(&sw.child);
+                w.i64(sw.relative_zxid)
+                    .strings(&sw.data)
+                    .strings(&sw.exist)
+                    .strings(&sw.child);
                 if !sw.persistent.is_empty() || !sw.persistent_recursive.is_empty() {
                     w.strings(&sw.persistent).strings(&sw.persistent_recursive);
                 }
@@ -581,7 +733,14 @@ fn decode_create(opcode: i32, r: &mut Reader<'_>) -> Result<CreateRequest, Decod
     let acl = decode_acls(r)?;
     let flags = r.i32()?;
     let ttl_ms = if kind == CreateKind::Ttl { r.i64()? } else { 0 };
-    Ok(CreateRequest { kind, path, data, acl, flags, ttl_ms })
+    Ok(CreateRequest {
+        kind,
+        path,
+        data,
+        acl,
+        flags,
+        ttl_ms,
+    })
 }
 
 fn encode_create(w: &mut Writer, c: &CreateRequest) {
@@ -605,15 +764,28 @@ fn decode_multi(r: &mut Reader<'_>) -> Result<Vec<MultiOp>, DecodeError> {
             return Ok(ops);
         }
         if ops.len() >= MULTI_OPS_MAX {
-            return Err(DecodeError::BadLength { what: "multi", len: ops.len() as i64 });
+            return Err(DecodeError::BadLength {
+                what: "multi",
+                len: ops.len() as i64,
+            });
         }
         let o = match opcode {
             op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => {
                 MultiOp::Create(decode_create(opcode, r)?)
             }
-            op::DELETE => MultiOp::Delete { path: r.string()?, version: r.i32()? },
-            op::SET_DATA => MultiOp::SetData { path: r.string()?, data: owned(r.buffer()?), version: r.i32()? },
-            op::CHECK => MultiOp::Check { path: r.string()?, version: r.i32()? },
+            op::DELETE => MultiOp::Delete {
+                path: r.string()?,
+                version: r.i32()?,
+            },
+            op::SET_DATA => MultiOp::SetData {
+                path: r.string()?,
+                data: owned(r.buffer()?),
+                version: r.i32()?,
+            },
+            op::CHECK => MultiOp::Check {
+                path: r.string()?,
+                version: r.i32()?,
+            },
             other => return Err(DecodeError::BadMultiOp(other)),
         };
         ops.push(o);
@@ -629,7 +801,10 @@ fn decode_multi_read(r: &mut Reader<'_>) -> Result<Vec<ReadOp>, DecodeError> {
             return Ok(ops);
         }
         if ops.len() >= MULTI_OPS_MAX {
-            return Err(DecodeError::BadLength { what: "multiRead", len: ops.len() as i64 });
+            return Err(DecodeError::BadLength {
+                what: "multiRead",
+                len: ops.len() as i64,
+            });
         }
         let o = match opcode {
             op::GET_CHILDREN => ReadOp::GetChildren { path: r.string()? },
@@ -666,22 +841,40 @@ pub enum MultiResult {
 pub enum Response {
     /// Header-only replies (delete, ping, setWatches, removeWatches, auth, closeSession).
     Empty,
-    Create { path: String },
-    Create2 { path: String, stat: Stat },
+    Create {
+        path: String,
+    },
+    Create2 {
+        path: String,
+        stat: Stat,
+    },
     /// exists, setData, setACL, check.
     Stat(Stat),
-    GetData { data: Option<Vec<u8>>, stat: Stat },
-    GetAcl { acl: Vec<Acl>, stat: Stat },
+    GetData {
+        data: Option<Vec<u8>>,
+        stat: Stat,
+    },
+    GetAcl {
+        acl: Vec<Acl>,
+        stat: Stat,
+    },
     Children(Vec<String>),
-    Children2 { children: Vec<String>, stat: Stat },
-    Sync { path: String },
+    Children2 {
+        children: Vec<String>,
+        stat: Stat,
+    },
+    Sync {
+        path: String,
+    },
     Multi(Vec<MultiResult>),
     Strings(Vec<String>),
     Number(i32),
     /// addWatch replies with an `ErrorResponse{0}` body.
     ErrorBody(i32),
     WhoAmI(Vec<ClientInfo>),
-    Sasl { token: Vec<u8> },
+    Sasl {
+        token: Vec<u8>,
+    },
 }
 
 impl Response {
@@ -780,7 +973,11 @@ impl ReplyHeader {
 
     /// Decodes the header of a reply payload, as a client reads it; `r` is left at the body.
     pub fn decode(r: &mut Reader<'_>) -> Result<ReplyHeader, DecodeError> {
-        Ok(ReplyHeader { xid: r.i32()?, zxid: r.i64()?, err: r.i32()? })
+        Ok(ReplyHeader {
+            xid: r.i32()?,
+            zxid: r.i64()?,
+            err: r.i32()?,
+        })
     }
 }
 
@@ -832,7 +1029,12 @@ mod tests {
     fn client_side_decoders_read_what_the_server_encodes() {
         // A client reads back the handshake reply in both forms and a reply header with its body after it.
         for with_read_only in [true, false] {
-            let resp = ConnectResponse { timeout_ms: 10_000, session_id: 0x1234, password: [7; 16], with_read_only };
+            let resp = ConnectResponse {
+                timeout_ms: 10_000,
+                session_id: 0x1234,
+                password: [7; 16],
+                with_read_only,
+            };
             let frame = resp.encode();
             assert_eq!(ConnectResponse::decode(&frame[4..]).unwrap(), resp);
         }
@@ -841,7 +1043,14 @@ mod tests {
         assert!(ConnectResponse::decode(&w.buf).is_err());
         let frame = encode_reply(9, 0x55, 0, &Response::Create { path: "/a".into() });
         let mut r = Reader::new(&frame[4..]);
-        assert_eq!(ReplyHeader::decode(&mut r).unwrap(), ReplyHeader { xid: 9, zxid: 0x55, err: 0 });
+        assert_eq!(
+            ReplyHeader::decode(&mut r).unwrap(),
+            ReplyHeader {
+                xid: 9,
+                zxid: 0x55,
+                err: 0
+            }
+        );
         assert_eq!(r.string().unwrap(), "/a");
         assert_eq!(r.remaining(), 0);
         let frame = encode_reply(3, 7, err::NO_NODE, &Response::Empty);
@@ -863,9 +1072,19 @@ mod tests {
                 ttl_ms: 100,
             }),
             Request::Multi(vec![
-                MultiOp::Check { path: "/x".into(), version: 3 },
-                MultiOp::SetData { path: "/y".into(), data: Some(b"d".to_vec()), version: -1 },
-                MultiOp::Delete { path: "/z".into(), version: 1 },
+                MultiOp::Check {
+                    path: "/x".into(),
+                    version: 3,
+                },
+                MultiOp::SetData {
+                    path: "/y".into(),
+                    data: Some(b"d".to_vec()),
+                    version: -1,
+                },
+                MultiOp::Delete {
+                    path: "/z".into(),
+                    version: 1,
+                },
             ]),
             Request::MultiRead(vec![ReadOp::GetData { path: "/a".into() }]),
             Request::SetWatches(SetWatches {
@@ -874,7 +1093,10 @@ mod tests {
                 persistent: vec!["/p".into()],
                 ..SetWatches::default()
             }),
-            Request::Auth { scheme: "digest".into(), auth: b"u:p".to_vec() },
+            Request::Auth {
+                scheme: "digest".into(),
+                auth: b"u:p".to_vec(),
+            },
         ];
         for req in reqs {
             let mut w = Writer::new();
