@@ -459,3 +459,33 @@ fn containers_ttl_multiread_and_ephemerals() {
         "TTL nodes off by default"
     );
 }
+
+#[test]
+fn admin_port_reports_the_tree() {
+    let (_dir, server) = server("");
+    let mut c = Client::connect(server.addr, 10_000);
+    assert_eq!(c.create("/x", b"", 0).err, 0);
+    let log = server.log();
+    let admin = log
+        .split(", admin ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let get = |path: &str| {
+        let mut s = TcpStream::connect(&admin).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+        out
+    };
+    assert!(get("/ping").ends_with("pong"));
+    assert!(get("/metrics").contains("logtank_coordd_transactions_total"));
+    // The status refreshes once a second.
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let status = get("/status");
+    assert!(
+        status.contains("\"znodes\":5") && status.contains("\"sessions\":1"),
+        "{status}"
+    );
+}
