@@ -144,7 +144,7 @@ pub fn answer(word: &str, core: &Core) -> String {
             let _ = writeln!(s, "Ephemeral count: {}", st.ephemerals);
         }
         other => {
-            let _ = write!(s, "{other} is not executed because it is not in the whitelist.\n");
+            let _ = writeln!(s, "{other} is not executed because it is not in the whitelist.");
         }
     }
     s

@@ -74,7 +74,7 @@ impl Daemon for Coordd {
             .await
             .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.server.common.listen))?;
         let listen_addr = listener.local_addr()?;
-        let io = config.io.clone();
+        let io = config.io;
         let thread_init: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
             logtank_runtime::ioprio::apply_config(&io, "coordd transaction log");
         });

@@ -6,14 +6,13 @@
 //! password), nodes (path, data, ACL, stat fields), then a CRC32C of all that. A snapshot that fails its
 //! checksum is reported and skipped in favour of the previous one.
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use logtank_zk::jute::{Reader, Writer};
-use logtank_zk::{decode_acls, encode_acls, Acl};
+use logtank_zk::{decode_acls, encode_acls};
 
 use crate::state::{SessionMeta, State};
 use crate::tree::{DataTree, Node};
@@ -59,7 +58,7 @@ pub fn list(dir: &Path) -> Result<Vec<SnapshotFile>, SnapshotError> {
             });
         }
     }
-    out.sort_by(|a, b| b.zxid.cmp(&a.zxid));
+    out.sort_by_key(|s| std::cmp::Reverse(s.zxid));
     Ok(out)
 }
 
@@ -156,15 +155,11 @@ pub fn load(path: &Path, ttl_enabled: bool) -> Result<Loaded, SnapshotError> {
     }
     let nodes = r.i64().map_err(d)?;
     let mut tree = DataTree::new();
-    let mut acls: HashMap<Vec<Acl>, Arc<Vec<Acl>>> = HashMap::new();
     for _ in 0..nodes.max(0) {
         let p = r.string().map_err(d)?;
         let data = r.buffer().map_err(d)?.map(Arc::from);
         let acl = decode_acls(&mut r).map_err(d)?;
-        let acl = acls
-            .entry(acl)
-            .or_insert_with_key(|k| Arc::new(k.clone()))
-            .clone();
+        let acl = tree.intern_acl(&acl);
         let node = Node {
             data,
             acl,
@@ -192,7 +187,7 @@ pub fn prune(dir: &Path, keep: usize) -> Result<Option<SnapshotFile>, SnapshotEr
     for old in all.iter().skip(keep) {
         fs::remove_file(&old.path).map_err(io_err(&old.path))?;
     }
-    Ok(all.into_iter().take(keep).last())
+    Ok(all.into_iter().take(keep).next_back())
 }
 
 /// The journal sequence number a snapshot covers, from its header alone.

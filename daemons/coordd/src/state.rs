@@ -111,14 +111,18 @@ impl State {
         let mut triggers = Vec::new();
         let result = match req {
             Request::Multi(ops) => return self.multi(ops, zxid, time, caller),
-            _ => {
-                let mut tree = self.tree.clone();
-                let r = self.write_op(&mut tree, req, zxid, time, caller, &mut triggers);
-                if r.is_ok() {
-                    self.tree = tree;
-                }
-                r.map(|(resp, _)| resp)
-            }
+            // A single op checks everything before it changes anything, so it works on the tree itself:
+            // no copy of the paths it touches, which a clone of the persistent maps would cost.
+            _ => Self::write_op(
+                self.ttl_enabled,
+                &mut self.tree,
+                req,
+                zxid,
+                time,
+                caller,
+                &mut triggers,
+            )
+            .map(|(resp, _)| resp),
         };
         match result {
             Ok(response) => WriteOutcome {
@@ -134,8 +138,10 @@ impl State {
         }
     }
 
+    /// One write op against `tree`. Invariant: on `Err` the tree is unchanged (all checks come first).
+    #[allow(clippy::too_many_arguments)]
     fn write_op(
-        &self,
+        ttl_enabled: bool,
         tree: &mut DataTree,
         req: &Request,
         zxid: i64,
@@ -145,7 +151,7 @@ impl State {
     ) -> Result<(Response, Option<MultiResult>), i32> {
         match req {
             Request::Create(c) => {
-                let (path, stat) = create_in(tree, self.ttl_enabled, c, zxid, time, caller, triggers)?;
+                let (path, stat) = create_in(tree, ttl_enabled, c, zxid, time, caller, triggers)?;
                 Ok(match c.kind {
                     CreateKind::Create => (
                         Response::Create { path: path.clone() },
@@ -195,7 +201,8 @@ impl State {
                     return Err(err::NO_AUTH);
                 }
                 check_version(*version, node.aversion)?;
-                let stat = tree.set_acl(path, Arc::new(acl.clone()))?;
+                let acl = tree.intern_acl(acl);
+                let stat = tree.set_acl(path, acl)?;
                 Ok((Response::Stat(stat), None))
             }
             Request::Check { path, version } => {
@@ -239,7 +246,15 @@ impl State {
                 _ => true,
             };
             let r = if acl_ok && !(matches!(o, MultiOp::Create(c) if c.acl.is_empty())) {
-                self.write_op(&mut scratch, &req, zxid, time, caller, &mut triggers)
+                Self::write_op(
+                    self.ttl_enabled,
+                    &mut scratch,
+                    &req,
+                    zxid,
+                    time,
+                    caller,
+                    &mut triggers,
+                )
             } else {
                 Err(err::INVALID_ACL)
             };
@@ -374,7 +389,8 @@ fn create_in(
         0
     };
     let data = c.data.as_deref().map(Arc::from);
-    let stat = tree.create(&path, data, Arc::new(c.acl.clone()), owner, zxid, time, triggers)?;
+    let acl = tree.intern_acl(&c.acl);
+    let stat = tree.create(&path, data, acl, owner, zxid, time, triggers)?;
     Ok((path, stat))
 }
 

@@ -113,7 +113,16 @@ pub struct DataTree {
     /// Container and TTL nodes, checked now and then for removal.
     expirable: OrdSet<Arc<str>>,
     data_bytes: u64,
+    /// One shared copy of each distinct ACL (almost every node has one of a handful), as ZooKeeper's ACL
+    /// cache does. Shared by all clones: interning changes no observable state.
+    acls: Arc<AclTable>,
 }
+
+/// The ACL interning table: each distinct ACL list once.
+type AclTable = std::sync::Mutex<std::collections::HashMap<Vec<Acl>, Arc<Vec<Acl>>>>;
+
+/// Distinct ACLs kept in the interning table; past this, new ACLs are stored per node.
+const INTERNED_ACLS_MAX: usize = 4096;
 
 /// Splits `/a/b` into (`/a`, `b`); the parent of `/a` is `/`.
 pub fn split_path(path: &str) -> Option<(&str, &str)> {
@@ -160,6 +169,7 @@ impl DataTree {
             ephemerals_high_water: HashMap::new(),
             expirable: OrdSet::new(),
             data_bytes: 0,
+            acls: Default::default(),
         };
         let acl = Arc::new(vec![Acl::world_all()]);
         // ZooKeeper's built-in nodes hold empty (not null) data; /zookeeper/config is read-only to all.
@@ -180,6 +190,19 @@ impl DataTree {
             tree.insert_loaded(path, Node::new(empty.clone(), acl, 0, 0, 0));
         }
         tree
+    }
+
+    /// The shared copy of `acl`.
+    pub fn intern_acl(&self, acl: &[Acl]) -> Arc<Vec<Acl>> {
+        let mut table = self.acls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(shared) = table.get(acl) {
+            return shared.clone();
+        }
+        let shared = Arc::new(acl.to_vec());
+        if table.len() < INTERNED_ACLS_MAX {
+            table.insert(acl.to_vec(), shared.clone());
+        }
+        shared
     }
 
     pub fn get(&self, path: &str) -> Option<&Arc<Node>> {

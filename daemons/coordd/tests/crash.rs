@@ -58,12 +58,12 @@ fn acknowledged_writes_survive_kill_9() {
             let n = next;
             next += 1;
             let (path, data) = (format!("/k{n}"), format!("value-{n}"));
-            let req = if n % 10 == 0 {
+            let req = if n.is_multiple_of(10) {
                 multi_of(n, "/m")
             } else {
                 create_req(&path, data.as_bytes(), 0)
             };
-            if n % 10 == 0 {
+            if n.is_multiple_of(10) {
                 multis_sent.push(n);
             }
             writer.send(&req);
@@ -72,7 +72,7 @@ fn acknowledged_writes_survive_kill_9() {
         while let Some(reply) = writer.recv() {
             let (n, path, data) = in_flight.pop_front().unwrap();
             assert_eq!(reply.err, 0, "write {n} failed");
-            if n % 10 != 0 {
+            if !n.is_multiple_of(10) {
                 acked.push((path, data));
             } else {
                 for k in 0..3 {
