@@ -145,6 +145,23 @@ impl Session {
         }
     }
 
+    /// Pings the server (keeps the session alive while the tool waits between phases).
+    pub async fn ping(&mut self) -> Result<()> {
+        let mut out = Vec::with_capacity(16);
+        encode_request(&mut out, xid::PING, &Request::Ping);
+        self.wr.write_all(&out).await?;
+        loop {
+            let payload = self.read_frame().await?;
+            let h = ReplyHeader::decode(&mut Reader::new(&payload))?;
+            if h.xid == xid::PING {
+                return Ok(());
+            }
+            if h.xid != xid::NOTIFICATION {
+                bail!("reply for xid {} while waiting for a ping", h.xid);
+            }
+        }
+    }
+
     /// Closes the session (its ephemerals go) and the connection.
     pub async fn close(mut self) -> Result<()> {
         let (h, _) = self.call(&Request::CloseSession).await?;

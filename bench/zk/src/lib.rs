@@ -121,6 +121,13 @@ pub struct Args {
     /// Threads the load tool runs on (1: a single-threaded runtime, leaving the other cores to the server).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Before each phase, wait up to this many seconds for a quiet machine (a shared machine's builds and
+    /// tests would otherwise compete with the server); 0: do not wait. Sessions are pinged meanwhile.
+    #[arg(long, default_value_t = 0.0)]
+    pub quiet_wait_secs: f64,
+    /// A quiet machine: its CPU use over one second at most this, in percent of one CPU.
+    #[arg(long, default_value_t = 30.0)]
+    pub quiet_cpu_percent: f64,
     /// No progress lines on stderr.
     #[arg(long)]
     pub quiet: bool,
@@ -154,6 +161,8 @@ pub struct PhaseReport {
     /// The whole machine's CPU use over the phase (200 = two CPUs busy): what is not the server's or the
     /// tool's is other processes competing with the benchmark.
     pub machine_cpu_percent: Option<f64>,
+    /// Seconds spent waiting for a quiet machine before the phase (`--quiet-wait-secs`).
+    pub quiet_wait_secs: f64,
 }
 
 /// A whole run.
@@ -238,6 +247,9 @@ fn check(args: &Args) -> Result<()> {
     if args.value_bytes > VALUE_BYTES_MAX {
         bail!("--value-bytes must be at most {VALUE_BYTES_MAX}");
     }
+    if !(0.0..=PHASE_SECONDS_MAX).contains(&args.quiet_wait_secs) {
+        bail!("--quiet-wait-secs must be in [0, {PHASE_SECONDS_MAX}]");
+    }
     if let Some(s) = args.seconds {
         if !(s > 0.0 && s <= PHASE_SECONDS_MAX) {
             bail!("--seconds must be in (0, {PHASE_SECONDS_MAX}]");
@@ -278,7 +290,9 @@ pub async fn run_async(args: &Args) -> Result<Report> {
     let mut phases = Vec::with_capacity(args.phases.len());
     let mut deleted_any = false;
     for &phase in &args.phases {
-        let (report, back) = run_phase(args, phase, sessions, &mut keys).await?;
+        let waited = wait_quiet(args, &mut sessions).await?;
+        let (mut report, back) = run_phase(args, phase, sessions, &mut keys).await?;
+        report.quiet_wait_secs = waited;
         sessions = back;
         if !args.quiet {
             eprintln!(
@@ -318,6 +332,36 @@ pub async fn run_async(args: &Args) -> Result<Report> {
         server_rss_end_bytes: rss_end,
         phases,
     })
+}
+
+/// Waits (at most `--quiet-wait-secs`) until the machine's CPU use over a second is at most
+/// `--quiet-cpu-percent`, pinging every session each second; returns the seconds waited.
+async fn wait_quiet(args: &Args, sessions: &mut [Session]) -> Result<f64> {
+    let started = Instant::now();
+    if args.quiet_wait_secs <= 0.0 {
+        return Ok(0.0);
+    }
+    let mut said = false;
+    loop {
+        let before = procfs::machine_cpu();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for s in sessions.iter_mut() {
+            s.ping().await?;
+        }
+        let busy = before
+            .zip(procfs::machine_cpu())
+            .and_then(|(a, b)| procfs::machine_cpu_percent(a, b));
+        let waited = started.elapsed().as_secs_f64();
+        match busy {
+            Some(b) if b > args.quiet_cpu_percent && waited < args.quiet_wait_secs => {
+                if !said && !args.quiet {
+                    eprintln!("zk-bench: waiting for a quiet machine ({b:.0}% CPU busy)");
+                    said = true;
+                }
+            }
+            _ => return Ok(waited),
+        }
+    }
 }
 
 /// Creates `path` and its missing parents (empty, open ACL).
@@ -553,6 +597,7 @@ async fn run_phase(
         server_cpu_percent: server_cpu.map(|c| 100.0 * c / seconds.max(1e-9)),
         client_cpu_percent: 100.0 * client_cpu / seconds.max(1e-9),
         machine_cpu_percent: machine_cpu,
+        quiet_wait_secs: 0.0,
     };
     Ok((report, back))
 }

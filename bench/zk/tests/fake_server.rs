@@ -55,7 +55,7 @@ fn answer(tree: &Tree, req: Request) -> (i32, Response) {
                 None => (err::NO_NODE, Response::Empty),
             }
         }
-        Request::CloseSession => (0, Response::Empty),
+        Request::CloseSession | Request::Ping => (0, Response::Empty),
         _ => (err::UNIMPLEMENTED, Response::Empty),
     }
 }
@@ -134,6 +134,8 @@ fn args(server: String, phases: Vec<Phase>, ops: u64) -> Args {
         session_timeout_ms: 10_000,
         reply_timeout_secs: 10,
         threads: 1,
+        quiet_wait_secs: 0.0,
+        quiet_cpu_percent: 30.0,
         quiet: true,
     }
 }
@@ -195,4 +197,17 @@ async fn a_read_phase_without_keys_is_refused() {
     let (server, _tree) = fake_server().await;
     let e = run_async(&args(server, vec![Phase::Get], 10)).await.unwrap_err();
     assert!(e.to_string().contains("needs keys"), "{e}");
+}
+
+#[tokio::test]
+async fn waiting_for_a_quiet_machine_pings_the_sessions_and_then_measures() {
+    // A machine that is never quiet enough (0% CPU): the tool waits its bound, pinging every session, and
+    // then runs the phase anyway, saying how long it waited.
+    let (server, _tree) = fake_server().await;
+    let mut a = args(server, vec![Phase::Create], 20);
+    a.quiet_wait_secs = 1.0;
+    a.quiet_cpu_percent = 0.0;
+    let report = run_async(&a).await.unwrap();
+    assert_eq!((report.phases[0].ops, report.phases[0].errors), (20, 0));
+    assert!(report.phases[0].quiet_wait_secs >= 1.0);
 }
