@@ -49,16 +49,18 @@ pub fn recover(
     let mut covered_seq = 0u64;
     let mut snapshot_zxid = 0;
     for file in snapshot::list(&snaps)? {
+        let load_started = Instant::now();
         match snapshot::load(&file.path, ttl) {
             Ok(loaded) => {
                 state = loaded.state;
                 covered_seq = loaded.journal_seq;
                 snapshot_zxid = file.zxid;
                 log::info!(
-                    "loaded snapshot {} ({} znodes, {} sessions)",
+                    "loaded snapshot {} ({} znodes, {} sessions) in {:.1} ms",
                     file.path.display(),
                     state.tree.node_count(),
-                    state.sessions.len()
+                    state.sessions.len(),
+                    load_started.elapsed().as_secs_f64() * 1e3
                 );
                 break;
             }

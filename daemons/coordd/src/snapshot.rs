@@ -120,10 +120,8 @@ pub struct Loaded {
 
 /// Reads and verifies one snapshot.
 pub fn load(path: &Path, ttl_enabled: bool) -> Result<Loaded, SnapshotError> {
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(io_err(path))?;
+    // One allocation of the file's size (read_to_end would grow and copy).
+    let bytes = fs::read(path).map_err(io_err(path))?;
     let corrupt = |why: String| SnapshotError::Corrupt {
         path: path.to_path_buf(),
         why,
@@ -156,7 +154,9 @@ pub fn load(path: &Path, ttl_enabled: bool) -> Result<Loaded, SnapshotError> {
     let nodes = r.i64().map_err(d)?;
     let mut tree = DataTree::new();
     for _ in 0..nodes.max(0) {
-        let p = r.string().map_err(d)?;
+        // The path as a slice of the file, copied once into the tree's key.
+        let p = r.buffer().map_err(d)?.unwrap_or_default();
+        let p = std::str::from_utf8(p).map_err(|_| corrupt("path is not UTF-8".into()))?;
         let data = r.buffer().map_err(d)?.map(Arc::from);
         let acl = decode_acls(&mut r).map_err(d)?;
         let acl = tree.intern_acl(&acl);
@@ -174,7 +174,7 @@ pub fn load(path: &Path, ttl_enabled: bool) -> Result<Loaded, SnapshotError> {
             pzxid: r.i64().map_err(d)?,
             children: Default::default(),
         };
-        tree.insert_loaded(&p, node);
+        tree.insert_loaded(p, node);
     }
     tree.link_children();
     state.tree = tree;
