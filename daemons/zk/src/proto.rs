@@ -755,7 +755,13 @@ fn encode_create(w: &mut Writer, c: &CreateRequest) {
 /// Upper bound on the ops in one multi: a frame of 1 MiB cannot hold more headers than this anyway.
 pub const MULTI_OPS_MAX: usize = 1 << 17;
 
-fn decode_multi(r: &mut Reader<'_>) -> Result<Vec<MultiOp>, DecodeError> {
+/// The framing `multi` and `multiRead` share: `MultiHeader{type, done, err}` before each op, a `done`
+/// header at the end. `decode_op` reads one op of the given type.
+fn decode_multi_ops<T>(
+    r: &mut Reader<'_>,
+    what: &'static str,
+    mut decode_op: impl FnMut(i32, &mut Reader<'_>) -> Result<T, DecodeError>,
+) -> Result<Vec<T>, DecodeError> {
     let mut ops = Vec::new();
     loop {
         let (opcode, done) = (r.i32()?, r.bool()?);
@@ -765,11 +771,17 @@ fn decode_multi(r: &mut Reader<'_>) -> Result<Vec<MultiOp>, DecodeError> {
         }
         if ops.len() >= MULTI_OPS_MAX {
             return Err(DecodeError::BadLength {
-                what: "multi",
+                what,
                 len: ops.len() as i64,
             });
         }
-        let o = match opcode {
+        ops.push(decode_op(opcode, r)?);
+    }
+}
+
+fn decode_multi(r: &mut Reader<'_>) -> Result<Vec<MultiOp>, DecodeError> {
+    decode_multi_ops(r, "multi", |opcode, r| {
+        Ok(match opcode {
             op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => {
                 MultiOp::Create(decode_create(opcode, r)?)
             }
@@ -787,33 +799,20 @@ fn decode_multi(r: &mut Reader<'_>) -> Result<Vec<MultiOp>, DecodeError> {
                 version: r.i32()?,
             },
             other => return Err(DecodeError::BadMultiOp(other)),
-        };
-        ops.push(o);
-    }
+        })
+    })
 }
 
 fn decode_multi_read(r: &mut Reader<'_>) -> Result<Vec<ReadOp>, DecodeError> {
-    let mut ops = Vec::new();
-    loop {
-        let (opcode, done) = (r.i32()?, r.bool()?);
-        let _err = r.i32()?;
-        if done {
-            return Ok(ops);
-        }
-        if ops.len() >= MULTI_OPS_MAX {
-            return Err(DecodeError::BadLength {
-                what: "multiRead",
-                len: ops.len() as i64,
-            });
-        }
+    decode_multi_ops(r, "multiRead", |opcode, r| {
         let o = match opcode {
             op::GET_CHILDREN => ReadOp::GetChildren { path: r.string()? },
             op::GET_DATA => ReadOp::GetData { path: r.string()? },
             other => return Err(DecodeError::BadMultiOp(other)),
         };
         let _watch = r.bool()?;
-        ops.push(o);
-    }
+        Ok(o)
+    })
 }
 
 /// One `ClientInfo` of a whoAmI reply.
