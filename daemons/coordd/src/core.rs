@@ -802,7 +802,15 @@ impl Core {
                 self.set_watches(conn, session, &sw);
                 Ok(Response::Empty)
             }
-            Request::Sasl { token } => self.sasl(conn, &token),
+            Request::Sasl { token } => match self.sasl(conn, &token) {
+                Err(code) => {
+                    // As ZooKeeper: the failure reply (zxid 0), then the connection is closed.
+                    self.send(conn, Outgoing::Frame(encode_reply(xid, 0, code, &Response::Empty)));
+                    self.send(conn, Outgoing::Close);
+                    return;
+                }
+                ok => ok,
+            },
             Request::GetEphemerals { prefix } => {
                 let mut paths: Vec<String> = self
                     .state
