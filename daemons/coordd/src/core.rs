@@ -805,7 +805,10 @@ impl Core {
             Request::Sasl { token } => match self.sasl(conn, &token) {
                 Err(code) => {
                     // As ZooKeeper: the failure reply (zxid 0), then the connection is closed.
-                    self.send(conn, Outgoing::Frame(encode_reply(xid, 0, code, &Response::Empty)));
+                    self.send(
+                        conn,
+                        Outgoing::Frame(encode_reply(xid, 0, code, &Response::Empty)),
+                    );
                     self.send(conn, Outgoing::Close);
                     return;
                 }

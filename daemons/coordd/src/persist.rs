@@ -70,6 +70,8 @@ pub fn recover(
     let options = JournalOptions {
         segment_size_bytes: config.persistence.log_segment_size_bytes,
         fsync_interval: Duration::from_millis(100),
+        // Validated with the config.
+        io_backend: config.persistence.log_io.parse().unwrap_or_default(),
         record_bytes_max: crate::config::txn_bytes_max(config.limits.frame_bytes_max),
         thread_init,
         ..JournalOptions::default()
