@@ -292,10 +292,8 @@ impl Core {
         if let Some(job) = self.snapshot_job.take() {
             let _ = job.done.await;
         }
-        if self.txns_since_snapshot > 0 {
-            // A snapshot at shutdown makes the next start a load without replay.
-            self.snapshot_now()?;
-        }
+        // No snapshot at shutdown: with a large tree it takes seconds (against systemd's stop timeout), and
+        // the next start replays at most `snapshot_every_txns` records, which is cheaper than writing it.
         Ok(())
     }
 
@@ -1054,13 +1052,6 @@ impl Core {
             })
             .map_or_else(|e| log::error!("cannot start snapshot thread: {e}"), |_| ());
         self.snapshot_job = Some(SnapshotJob { done: rx });
-    }
-
-    fn snapshot_now(&mut self) -> anyhow::Result<()> {
-        self.txns_since_snapshot = 0;
-        let zxid = self.snapshot_inputs().run().map_err(anyhow::Error::msg)?;
-        self.last_snapshot_zxid = zxid;
-        Ok(())
     }
 
     /// An O(1) copy of the state for a snapshot thread.

@@ -116,7 +116,7 @@ fn deep_and_wide_trees() {
     let r = c.call(&Request::GetAllChildrenNumber { path: "/d0".into() });
     assert_eq!(Reader::new(&r.body).i32().unwrap(), 5000 + 499);
     assert_eq!(c.get(&path).unwrap().1.num_children, 0);
-    // The tree survives a restart (snapshot at shutdown).
+    // The tree survives a restart (log replay: no snapshot is due yet).
     drop(c);
     server = server.restart();
     let mut c = Client::connect(server.addr, 10_000);
