@@ -50,19 +50,22 @@ fn snapshots_prune_and_a_corrupt_one_is_skipped() {
         assert!(std::time::Instant::now() < deadline, "no snapshots appeared");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Pruning follows the snapshot it is due to.
+    let first_segment = |log: &std::path::Path| -> u64 {
+        files(log, "")[0].file_name().unwrap().to_string_lossy()[..20]
+            .parse()
+            .unwrap()
+    };
+    // 6000 small records fill several 128 KiB segments; the ones before the oldest snapshot go.
+    common::wait_for("old snapshots and log segments to be pruned", || {
+        files(&snaps, "").len() <= 2 && first_segment(&log) > 1
+    });
     let snapshots = files(&snaps, "");
     assert!(
         snapshots.len() <= 2,
         "kept {} snapshots: {snapshots:?}",
         snapshots.len()
     );
-    let segments = files(&log, "");
-    // 6000 small records fill several 128 KiB segments; the ones before the oldest snapshot are gone.
-    let first: u64 = segments[0].file_name().unwrap().to_string_lossy()[..20]
-        .parse()
-        .unwrap();
-    assert!(first > 1, "no log segment was pruned: {segments:?}");
 
     // More writes after the newest snapshot, then a kill -9 and a corrupted newest snapshot.
     for i in 6000..6100 {

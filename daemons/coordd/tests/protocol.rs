@@ -9,7 +9,7 @@ mod common;
 use std::io::Write;
 use std::net::TcpStream;
 
-use common::{raw_exchange, Client, Server};
+use common::{raw_exchange, wait_for, Client, Server};
 use logtank_zk::jute::{Reader, Writer};
 use logtank_zk::{err, ConnectRequest, Request};
 
@@ -146,8 +146,12 @@ fn connection_and_watch_limits() {
         "4th connection refused"
     );
     drop(clients);
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let mut c = Client::connect(server.addr, 10_000);
+    let mut connected = None;
+    wait_for("a connection slot to free up", || {
+        connected = Client::resume(server.addr, 10_000, 0, vec![0; 16]).ok();
+        connected.is_some()
+    });
+    let mut c = connected.unwrap();
     for (i, path) in ["/w1", "/w2", "/w3"].iter().enumerate() {
         let r = c.call(&Request::Exists {
             path: (*path).into(),
@@ -202,13 +206,16 @@ fn expired_or_unknown_sessions_are_refused_and_ephemerals_go() {
         0
     );
     drop(owner);
-    // Let the session time out (400 ms + a tick), then the watcher hears of the deletion.
-    std::thread::sleep(std::time::Duration::from_millis(1200));
-    let r = watcher.call(&Request::Exists {
-        path: "/e".into(),
-        watch: false,
+    // The session times out (400 ms + up to a tick), then the watcher hears of the deletion.
+    wait_for("the session to expire", || {
+        watcher
+            .call(&Request::Exists {
+                path: "/e".into(),
+                watch: false,
+            })
+            .err
+            == err::NO_NODE
     });
-    assert_eq!(r.err, err::NO_NODE);
     assert_eq!(
         watcher.events,
         vec![(logtank_zk::event::NODE_DELETED, "/e".to_string())]
@@ -448,9 +455,9 @@ fn containers_ttl_multiread_and_ephemerals() {
         0
     );
     // The emptied container and the idle TTL node are removed by the server within a few checks.
-    std::thread::sleep(std::time::Duration::from_millis(800));
-    assert_eq!(c.get("/cont").unwrap_err(), err::NO_NODE);
-    assert_eq!(c.get("/ttl").unwrap_err(), err::NO_NODE);
+    wait_for("the container and the TTL node to go", || {
+        c.get("/cont") == Err(err::NO_NODE) && c.get("/ttl") == Err(err::NO_NODE)
+    });
     let (_dir2, plain) = self::server("");
     let mut c = Client::connect(plain.addr, 10_000);
     assert_eq!(
@@ -482,10 +489,8 @@ fn admin_port_reports_the_tree() {
     assert!(get("/ping").ends_with("pong"));
     assert!(get("/metrics").contains("logtank_coordd_transactions_total"));
     // The status refreshes once a second.
-    std::thread::sleep(std::time::Duration::from_millis(1300));
-    let status = get("/status");
-    assert!(
-        status.contains("\"znodes\":5") && status.contains("\"sessions\":1"),
-        "{status}"
-    );
+    wait_for("/status to show the new node", || {
+        let status = get("/status");
+        status.contains("\"znodes\":5") && status.contains("\"sessions\":1")
+    });
 }

@@ -178,7 +178,8 @@ impl Client {
             timeout_ms: 0,
             events: vec![],
         };
-        let payload = c.read_frame().expect("connect reply");
+        // A refused connection (e.g. over the per-IP limit) closes without a reply.
+        let payload = c.read_frame().ok_or(())?;
         let mut r = Reader::new(&payload);
         let _proto = r.i32().unwrap();
         c.timeout_ms = r.i32().unwrap();
@@ -291,6 +292,19 @@ pub fn create_req(path: &str, data: &[u8], flags: i32) -> Request {
         flags,
         ttl_ms: 0,
     })
+}
+
+/// Polls `condition` every 20 ms until it holds; panics naming `what` after 30 s. For effects that follow a
+/// timer in the server (expiry, container removal, status refresh), so tests wait for the effect, not a time.
+pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Sends raw bytes on a fresh connection and returns everything the server sends back before closing.
