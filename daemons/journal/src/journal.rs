@@ -431,16 +431,7 @@ impl Journal {
 
     /// Async twin of [`Journal::wait_durable`]; never blocks the executor.
     pub async fn durable(&self, seq: u64) -> Result<(), Error> {
-        {
-            let mut st = self.shared.lock();
-            check_appended(&st, seq)?;
-            if st.marks.durable < seq && st.durable_wanted < seq {
-                st.durable_wanted = seq;
-                if st.writer_idle {
-                    self.shared.writer_wake.notify_one();
-                }
-            }
-        }
+        self.request_durable(seq)?;
         self.wait_marks(|m| m.durable >= seq).await
     }
 
