@@ -180,39 +180,21 @@ impl State {
                 Ok((Response::Empty, Some(MultiResult::Delete)))
             }
             Request::SetData { path, data, version } => {
-                if !tree::valid_path(path) {
-                    return Err(err::BAD_ARGUMENTS);
-                }
-                let node = tree.get(path).ok_or(err::NO_NODE)?;
-                if !caller.allows(&node.acl, perms::WRITE) {
-                    return Err(err::NO_AUTH);
-                }
+                let node = existing_node(tree, path, caller, perms::WRITE)?;
                 check_version(*version, node.version)?;
                 let data = data.as_deref().map(Arc::from);
                 let stat = tree.set_data(path, data, zxid, time, triggers)?;
                 Ok((Response::Stat(stat), Some(MultiResult::SetData { stat })))
             }
             Request::SetAcl { path, acl, version } => {
-                if !tree::valid_path(path) {
-                    return Err(err::BAD_ARGUMENTS);
-                }
-                let node = tree.get(path).ok_or(err::NO_NODE)?;
-                if !caller.allows(&node.acl, perms::ADMIN) {
-                    return Err(err::NO_AUTH);
-                }
+                let node = existing_node(tree, path, caller, perms::ADMIN)?;
                 check_version(*version, node.aversion)?;
                 let acl = tree.intern_acl(acl);
                 let stat = tree.set_acl(path, acl)?;
                 Ok((Response::Stat(stat), None))
             }
             Request::Check { path, version } => {
-                if !tree::valid_path(path) {
-                    return Err(err::BAD_ARGUMENTS);
-                }
-                let node = tree.get(path).ok_or(err::NO_NODE)?;
-                if !caller.allows(&node.acl, perms::READ) {
-                    return Err(err::NO_AUTH);
-                }
+                let node = existing_node(tree, path, caller, perms::READ)?;
                 check_version(*version, node.version)?;
                 Ok((Response::Stat(node.stat()), Some(MultiResult::Check)))
             }
@@ -392,6 +374,23 @@ fn create_in(
     let acl = tree.intern_acl(&c.acl);
     let stat = tree.create(&path, data, acl, owner, zxid, time, triggers)?;
     Ok((path, stat))
+}
+
+/// The checks setData, setACL and check share, in ZooKeeper's order: path shape, existence, permission.
+fn existing_node<'t>(
+    tree: &'t DataTree,
+    path: &str,
+    caller: Caller<'_>,
+    perm: i32,
+) -> Result<&'t tree::Node, i32> {
+    if !tree::valid_path(path) {
+        return Err(err::BAD_ARGUMENTS);
+    }
+    let node = tree.get(path).ok_or(err::NO_NODE)?;
+    if !caller.allows(&node.acl, perm) {
+        return Err(err::NO_AUTH);
+    }
+    Ok(node)
 }
 
 fn delete_in(
