@@ -1,0 +1,1 @@
+//! logtank-indexes (being written).

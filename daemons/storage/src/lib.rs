@@ -1,0 +1,2 @@
+//! logtank storage data layer.
+#![forbid(unsafe_code)]

@@ -1,0 +1,1 @@
+//! logtank-writer (being written).
