@@ -1,10 +1,12 @@
-//! The admin HTTP listener every daemon runs: `GET /ping`, `GET /metrics`, `GET /status`.
+//! The admin HTTP listener every daemon runs: `GET /ping`, `GET /metrics`, `GET /status`, plus the routes a
+//! daemon adds for itself ([`AdminState::add_routes`], e.g. the writer's `GET`/`PUT /readonly`).
 //!
 //! It exists so operators, monitoring and the packaging smoke test can ask a daemon whether it is alive
 //! (`/ping` → `pong`), scrape it (`/metrics`, OpenMetrics text from a `prometheus_client` registry), and see
 //! its state at a glance (`/status`, JSON: daemon, version, uptime, lifecycle state, role, readonly, plus
-//! counters the daemon provides through a [`StatusSource`]). It is read-only by design; nothing here changes
-//! the daemon.
+//! counters the daemon provides through a [`StatusSource`]). The standard routes are read-only by design;
+//! a daemon that lets operators change something over HTTP adds its own routes, which are reached only for
+//! paths the standard routes do not match (so a daemon cannot shadow `/ping`, `/metrics` or `/status`).
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future (STYLE #4), so tests bind `127.0.0.1:0`.
 //! It answers from before `READY=1` (state `starting`) until after the daemon has drained, so a slow
@@ -17,7 +19,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -27,6 +29,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use serde_json::{Map, Value};
+use tower::ServiceExt;
 
 /// The crate version, reported by `/status` and the `logtank_build_info` metric.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -184,6 +187,8 @@ struct AdminInner {
     phase: AtomicU8,
     status_line: RwLock<String>,
     source: RwLock<Option<Arc<dyn StatusSource>>>,
+    /// The daemon's own routes, installed after the listener started (it serves from before `start`).
+    daemon_routes: RwLock<Option<Router>>,
 }
 
 impl fmt::Debug for AdminState {
@@ -206,6 +211,7 @@ impl AdminState {
                 phase: AtomicU8::new(Phase::Starting as u8),
                 status_line: RwLock::new(String::new()),
                 source: RwLock::new(None),
+                daemon_routes: RwLock::new(None),
             }),
         }
     }
@@ -234,6 +240,32 @@ impl AdminState {
 
     pub fn set_status_source(&self, source: Arc<dyn StatusSource>) {
         *self.inner.source.write().unwrap_or_else(PoisonError::into_inner) = Some(source);
+    }
+
+    /// Adds daemon routes (with their state already applied: `Router<()>`). They answer only paths the
+    /// standard routes do not match; calling this again merges the new routes with the earlier ones.
+    ///
+    /// # Panics
+    /// If a route in `routes` overlaps one added before (axum's rule for merging routers): a programming
+    /// error, found by the daemon's first test.
+    pub fn add_routes(&self, routes: Router) {
+        let mut current = self
+            .inner
+            .daemon_routes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        *current = Some(match current.take() {
+            Some(earlier) => earlier.merge(routes),
+            None => routes,
+        });
+    }
+
+    fn daemon_routes(&self) -> Option<Router> {
+        self.inner
+            .daemon_routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The `/status` document.
@@ -279,6 +311,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/ping", get(ping))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .fallback(daemon_route)
         .with_state(state)
 }
 
@@ -309,6 +342,17 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 
 async fn status(State(state): State<AdminState>) -> Json<Value> {
     Json(state.status_json())
+}
+
+/// Everything the standard routes do not match: the daemon's routes if it added any, else 404.
+async fn daemon_route(State(state): State<AdminState>, request: Request) -> Response {
+    match state.daemon_routes() {
+        Some(routes) => match routes.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 #[cfg(test)]
@@ -377,6 +421,73 @@ mod tests {
 
         let missing = get(addr, "/nope").await;
         assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+
+        trigger.trigger();
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+
+    async fn request(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    // Proves daemon routes added after the listener started are served (with their own state and methods),
+    // cannot shadow a standard route, and that paths nobody serves still get 404.
+    #[tokio::test]
+    async fn daemon_routes_added_while_serving() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = AdminState::new("testd", Metrics::new());
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let server = tokio::spawn(serve(
+            listener,
+            state.clone(),
+            async move { shutdown.wait().await },
+        ));
+        assert!(request(addr, "GET", "/knob", "")
+            .await
+            .starts_with("HTTP/1.1 404"));
+
+        let knob = Arc::new(Mutex::new(String::from("off")));
+        let read = |State(k): State<Arc<Mutex<String>>>| async move { k.lock().unwrap().clone() };
+        let write = |State(k): State<Arc<Mutex<String>>>, body: String| async move {
+            *k.lock().unwrap() = body;
+            StatusCode::NO_CONTENT
+        };
+        state.add_routes(
+            Router::new()
+                .route("/knob", axum::routing::get(read).put(write))
+                .with_state(knob.clone()),
+        );
+        state.add_routes(Router::new().route("/ping", axum::routing::get(|| async { "shadowed" })));
+        state.add_routes(Router::new().route("/other", axum::routing::get(|| async { "other" })));
+
+        assert!(request(addr, "GET", "/knob", "").await.ends_with("\r\n\r\noff"));
+        let put = request(addr, "PUT", "/knob", "on").await;
+        assert!(put.starts_with("HTTP/1.1 204"), "{put}");
+        assert_eq!(*knob.lock().unwrap(), "on");
+        assert!(request(addr, "GET", "/knob", "").await.ends_with("\r\n\r\non"));
+        assert!(request(addr, "POST", "/knob", "")
+            .await
+            .starts_with("HTTP/1.1 405"));
+        assert!(request(addr, "GET", "/other", "")
+            .await
+            .ends_with("\r\n\r\nother"));
+        assert!(request(addr, "GET", "/ping", "").await.ends_with("\r\n\r\npong"));
+        assert!(request(addr, "GET", "/nope", "")
+            .await
+            .starts_with("HTTP/1.1 404"));
 
         trigger.trigger();
         tokio::time::timeout(Duration::from_secs(10), server)

@@ -160,6 +160,13 @@ impl DaemonContext {
         self.admin.set_status_source(source);
     }
 
+    /// Adds the daemon's own admin routes (e.g. `PUT /readonly`), served next to `/ping`, `/metrics` and
+    /// `/status` from now on. Give the router its state first (`Router::with_state`); the standard routes
+    /// win over a route of the same path. See [`crate::admin::AdminState::add_routes`].
+    pub fn add_admin_routes(&self, routes: axum::Router) {
+        self.admin.add_routes(routes);
+    }
+
     /// Asks the runtime to stop the daemon because of an unrecoverable error (a violated invariant, a
     /// journal that failed to fsync): it logs `reason`, runs the normal shutdown and exits 1, and systemd
     /// restarts the daemon. Never blocks.

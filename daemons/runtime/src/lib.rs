@@ -41,7 +41,8 @@
 //! - [`notify`]: [`notify::Notifier`], `sd_notify` with `unset_env = false`; no-op without `NOTIFY_SOCKET`.
 //! - [`signals`]: [`signals::SignalListener`] turning SIGTERM/SIGINT/SIGHUP into [`signals::Signal`]s.
 //! - [`ioprio`]: per-thread IO class ([`ioprio::set_current_thread`]); the only `unsafe` in the crate.
-//! - [`admin`]: `/ping`, `/metrics`, `/status` with axum; [`admin::serve`] takes a bound listener.
+//! - [`admin`]: `/ping`, `/metrics`, `/status` with axum, plus routes a daemon adds
+//!   ([`daemon::DaemonContext::add_admin_routes`]); [`admin::serve`] takes a bound listener.
 //! - [`shutdown`]: [`shutdown::Shutdown`] (the signal every loop selects on) and
 //!   [`shutdown::WorkTracker`] (waits for in-flight work).
 //! - [`daemon`]: the [`daemon::Daemon`] trait, [`daemon::DaemonContext`], [`daemon::run`] (and
