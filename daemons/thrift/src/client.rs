@@ -1,0 +1,264 @@
+//! A blocking client for the three storage services over one `std::net::TcpStream`: one request at a
+//! time, as the services expect. The only module of this crate that does IO; the bytes on the wire come
+//! from [`crate::service`]'s pure encoders and decoders.
+//!
+//! After an IO or protocol error the connection may be out of step with the server (half a request sent,
+//! half a reply read), so the client refuses further calls with [`ClientError::Closed`]: connect again.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::binary::Limits;
+use crate::service::*;
+use crate::types::*;
+use crate::DecodeError;
+
+/// How long `connect` waits for a TCP handshake by default.
+pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// How long one read or write may block by default. IndexTank's API used 500 ms for writes; a page read
+/// from a cold disk can take longer, so the default is generous and callers tighten it.
+pub const IO_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Bytes asked of the socket per read.
+pub const READ_CHUNK_BYTES: usize = 64 << 10;
+/// The receive buffer shrinks back to this after a large reply, so one big page does not pin memory.
+pub const IDLE_BUFFER_BYTES_MAX: usize = 1 << 20;
+
+/// Connection settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    pub connect_timeout_ms: u64,
+    /// 0 = block forever.
+    pub read_timeout_ms: u64,
+    /// 0 = block forever.
+    pub write_timeout_ms: u64,
+    /// Bounds on what the server may send back.
+    pub limits: Limits,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
+            read_timeout_ms: IO_TIMEOUT_MS_DEFAULT,
+            write_timeout_ms: IO_TIMEOUT_MS_DEFAULT,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("storage connection: {0}")]
+    Io(#[from] io::Error),
+    /// The server's bytes are not a valid reply to our call.
+    #[error("storage protocol error: {0}")]
+    Protocol(String),
+    /// The server answered with an exception; the message is the server's own.
+    #[error("{message}")]
+    Application { kind: ExceptionKind, message: String },
+    /// The server closed the connection, or an earlier error left it unusable.
+    #[error("storage connection closed")]
+    Closed,
+}
+
+type Decoder<T> = fn(&[u8], &Limits) -> Result<(IncomingReply<T>, usize), DecodeError>;
+
+/// A connection to one storage service.
+#[derive(Debug)]
+pub struct Client {
+    stream: TcpStream,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    seqid: i32,
+    limits: Limits,
+    broken: bool,
+}
+
+impl Client {
+    /// Connects to the first address of `addr` that accepts within the timeout.
+    pub fn connect(addr: impl ToSocketAddrs, config: &ClientConfig) -> Result<Client, ClientError> {
+        let mut last = None;
+        for a in addr.to_socket_addrs()? {
+            match Self::connect_one(a, config) {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            ClientError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "address resolved to nothing",
+            ))
+        }))
+    }
+
+    fn connect_one(addr: SocketAddr, config: &ClientConfig) -> Result<Client, ClientError> {
+        let timeout = Duration::from_millis(config.connect_timeout_ms.max(1));
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        Self::from_stream(stream, config)
+    }
+
+    /// Wraps an already connected stream (tests, proxies).
+    pub fn from_stream(stream: TcpStream, config: &ClientConfig) -> Result<Client, ClientError> {
+        let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
+        stream.set_read_timeout(ms(config.read_timeout_ms))?;
+        stream.set_write_timeout(ms(config.write_timeout_ms))?;
+        // Requests are written whole in one call; Nagle would only delay them.
+        stream.set_nodelay(true)?;
+        Ok(Client {
+            stream,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            seqid: 0,
+            limits: config.limits,
+            broken: false,
+        })
+    }
+
+    pub fn send_batch(&mut self, batch: &LogBatch) -> Result<(), ClientError> {
+        // Encoded from a borrowed batch: `Call::SendBatch` owns one, so build the message by hand.
+        self.call_with(
+            Method::SendBatch,
+            |out, seqid| {
+                encode_send_batch_call(out, seqid, batch);
+            },
+            decode_send_batch_reply,
+        )
+    }
+
+    pub fn read_page(&mut self, index_code: &str, token: &LogPageToken) -> Result<LogPage, ClientError> {
+        let call = Call::ReadPage {
+            index_code: index_code.to_string(),
+            token: *token,
+        };
+        self.call(&call, decode_read_page_reply)
+    }
+
+    /// `read_page` with the records left encoded (no per-record decoding: fast paths and benchmarks).
+    pub fn read_page_raw(&mut self, index_code: &str, token: &LogPageToken) -> Result<RawPage, ClientError> {
+        let call = Call::ReadPage {
+            index_code: index_code.to_string(),
+            token: *token,
+        };
+        self.call(&call, decode_read_page_reply_raw)
+    }
+
+    pub fn get_index_log_info(&mut self, index_code: &str) -> Result<IndexLogInfo, ClientError> {
+        let call = Call::GetIndexLogInfo {
+            index_code: index_code.to_string(),
+        };
+        self.call(&call, decode_get_index_log_info_reply)
+    }
+
+    pub fn get_raw_log_info(&mut self) -> Result<RawLogInfo, ClientError> {
+        self.call(&Call::GetRawLogInfo, decode_get_raw_log_info_reply)
+    }
+
+    pub fn enqueue_for_optimization(
+        &mut self,
+        index_code: &str,
+        priority: i32,
+        score: f64,
+    ) -> Result<(), ClientError> {
+        let call = Call::EnqueueForOptimization {
+            index_code: index_code.to_string(),
+            priority,
+            score,
+        };
+        self.call(&call, decode_enqueue_for_optimization_reply)
+    }
+
+    pub fn delete_index(&mut self, index_code: &str) -> Result<(), ClientError> {
+        let call = Call::DeleteIndex {
+            index_code: index_code.to_string(),
+        };
+        self.call(&call, decode_delete_index_reply)
+    }
+
+    pub fn get_optimization_queue(&mut self) -> Result<BTreeMap<String, QueueScore>, ClientError> {
+        self.call(&Call::GetOptimizationQueue, decode_get_optimization_queue_reply)
+    }
+
+    pub fn list_existing_indexes(&mut self) -> Result<Vec<String>, ClientError> {
+        self.call(&Call::ListExistingIndexes, decode_list_existing_indexes_reply)
+    }
+
+    fn call<T>(&mut self, call: &Call, decode: Decoder<T>) -> Result<T, ClientError> {
+        self.call_with(call.method(), |out, seqid| encode_call(out, seqid, call), decode)
+    }
+
+    fn call_with<T>(
+        &mut self,
+        method: Method,
+        encode: impl FnOnce(&mut Vec<u8>, i32),
+        decode: Decoder<T>,
+    ) -> Result<T, ClientError> {
+        if self.broken {
+            return Err(ClientError::Closed);
+        }
+        // Until the reply is in, an error leaves the connection out of step.
+        self.broken = true;
+        self.seqid = self.seqid.wrapping_add(1);
+        let seqid = self.seqid;
+        self.out.clear();
+        encode(&mut self.out, seqid);
+        self.stream.write_all(&self.out)?;
+        let reply = self.receive(decode)?;
+        if reply.name != method.name() {
+            return Err(ClientError::Protocol(format!(
+                "asked {method}, the server replied to {:?}",
+                reply.name
+            )));
+        }
+        if reply.seqid != seqid {
+            return Err(ClientError::Protocol(format!(
+                "reply to {method} has sequence id {}, expected {seqid}",
+                reply.seqid
+            )));
+        }
+        self.broken = false;
+        reply.result.map_err(|e| ClientError::Application {
+            kind: e.kind,
+            message: e.message,
+        })
+    }
+
+    /// Reads until one whole reply is buffered and decodes it.
+    fn receive<T>(&mut self, decode: Decoder<T>) -> Result<IncomingReply<T>, ClientError> {
+        loop {
+            match decode(&self.inbuf, &self.limits) {
+                Ok((reply, n)) => {
+                    self.inbuf.drain(..n);
+                    if self.inbuf.capacity() > IDLE_BUFFER_BYTES_MAX {
+                        self.inbuf.shrink_to(IDLE_BUFFER_BYTES_MAX);
+                    }
+                    return Ok(reply);
+                }
+                Err(DecodeError::Invalid(m)) => return Err(ClientError::Protocol(m)),
+                Err(DecodeError::Incomplete) => {}
+            }
+            let old = self.inbuf.len();
+            self.inbuf.resize(old + READ_CHUNK_BYTES, 0);
+            let n = loop {
+                match self.stream.read(&mut self.inbuf[old..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            };
+            let n = match n {
+                Ok(n) => n,
+                Err(e) => {
+                    self.inbuf.truncate(old);
+                    return Err(e.into());
+                }
+            };
+            self.inbuf.truncate(old + n);
+            if n == 0 {
+                return Err(ClientError::Closed);
+            }
+        }
+    }
+}
