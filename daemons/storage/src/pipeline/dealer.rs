@@ -1,0 +1,182 @@
+//! The dealer: deals every closed raw segment (all but the writer's newest) into one unsorted segment per
+//! index it holds, records its progress, then archives the raw segment to `raw/history`.
+//!
+//! Order of durable steps for raw segment `[from, to)`: unsorted segments written, fsynced and renamed →
+//! `dealer.next_seq.info` = `to` → raw segment renamed to history. A crash before the info is written deals
+//! the segment again, producing the same file names (the rename replaces them); a crash after it only
+//! archives. Continuity is exact: the next segment to deal must start at the recorded sequence number.
+
+use std::collections::HashMap;
+
+use logtank_thrift::codec;
+
+use crate::error::StorageError;
+use crate::framed::{FramedFile, SegmentWriter};
+use crate::layout::check_index_code;
+use crate::names::{SegmentKind, SegmentName};
+use crate::raw::{self, RawSegment};
+use crate::{fsutil, Storage};
+
+/// Bytes of raw segment read per step.
+const DEAL_READ_BYTES: usize = 8 << 20;
+
+pub(crate) fn deal_closed_segments(
+    storage: &Storage,
+    keep_going: &dyn Fn() -> bool,
+) -> Result<usize, StorageError> {
+    let layout = &storage.layout;
+    let live = raw::list(&layout.raw_live(), false)?;
+    let mut next = storage.dealer_next_seq()?;
+    let mut dealt = 0;
+    for pair in live.windows(2) {
+        if !keep_going() {
+            break;
+        }
+        let (segment, to) = (&pair[0], pair[1].first_seq);
+        match next {
+            Some(n) if to <= n => {
+                // Dealt before a crash that came before its archiving.
+                archive(storage, segment)?;
+                continue;
+            }
+            Some(n) if segment.first_seq != n => {
+                return Err(StorageError::Gap {
+                    expected: n,
+                    found: segment.first_seq,
+                    path: segment.path.clone(),
+                });
+            }
+            _ => {}
+        }
+        deal_one(storage, segment, to)?;
+        fsutil::write_atomic(&layout.dealer_info(), format!("{to}\n").as_bytes())?;
+        next = Some(to);
+        archive(storage, segment)?;
+        dealt += 1;
+    }
+    Ok(dealt)
+}
+
+fn archive(storage: &Storage, segment: &RawSegment) -> Result<(), StorageError> {
+    let target = raw::history_path(&storage.layout, segment.first_seq);
+    fsutil::rename_durable(&segment.path, &target)?;
+    log::info!(
+        "dealer: archived raw segment {} to {}",
+        segment.path.display(),
+        target.display()
+    );
+    Ok(())
+}
+
+/// Writes the unsorted segments of raw segment `[segment.first_seq, to)`.
+fn deal_one(storage: &Storage, segment: &RawSegment, to: u64) -> Result<(), StorageError> {
+    let layout = &storage.layout;
+    let limits = &storage.options.limits;
+    let corrupt = |offset: u64, reason: String| StorageError::Corrupt {
+        path: segment.path.clone(),
+        offset,
+        reason,
+    };
+    let Some(file) = FramedFile::open(&segment.path)? else {
+        return Err(StorageError::Invalid(format!(
+            "raw segment {} vanished while dealing",
+            segment.path.display()
+        )));
+    };
+    let from = segment.first_seq;
+    if file.first_seq != from {
+        return Err(corrupt(
+            0,
+            format!(
+                "the header says the segment starts at sequence {}",
+                file.first_seq
+            ),
+        ));
+    }
+    let label = format!("{from:020}-{to:020}.unsorted");
+    let mut outputs: HashMap<String, SegmentWriter> = HashMap::new();
+    let mut expected_seq = from;
+    let mut offset = 0;
+    let mut encoded = Vec::new();
+    let mut skipped = 0u64;
+    loop {
+        let span = file.read_span(offset, DEAL_READ_BYTES)?;
+        for frame in &span.frames {
+            if frame.seq != expected_seq {
+                return Err(corrupt(
+                    frame.offset,
+                    format!("sequence {} where {expected_seq} was expected", frame.seq),
+                ));
+            }
+            expected_seq += 1;
+            for record in raw::batch_records(span.payload(frame), limits) {
+                let record = record.map_err(|e| corrupt(frame.offset, e))?;
+                let (mut record, _) =
+                    codec::decode_record(record, limits).map_err(|e| corrupt(frame.offset, e.to_string()))?;
+                let Some(code) = record.index_code.take() else {
+                    skipped += 1;
+                    continue;
+                };
+                if check_index_code(&code).is_err() || record.docid.is_none() {
+                    skipped += 1;
+                    continue;
+                }
+                encoded.clear();
+                codec::encode_record(&mut encoded, &record);
+                let writer = match outputs.get_mut(&code) {
+                    Some(writer) => writer,
+                    None => {
+                        let writer = SegmentWriter::create(&layout.segments(&code), &label)?;
+                        outputs.entry(code).or_insert(writer)
+                    }
+                };
+                writer.append(&encoded)?;
+            }
+        }
+        if let Some(bad) = span.bad {
+            for (_, writer) in outputs.drain() {
+                writer.abandon();
+            }
+            return Err(corrupt(
+                span.next_offset,
+                format!("{bad}; a closed raw segment must be whole: refusing to deal it"),
+            ));
+        }
+        if span.at_end || span.frames.is_empty() {
+            break;
+        }
+        offset = span.next_offset;
+    }
+    if expected_seq != to {
+        for (_, writer) in outputs.drain() {
+            writer.abandon();
+        }
+        return Err(corrupt(
+            offset,
+            format!(
+                "the segment ends before sequence {expected_seq}, but the next raw segment starts at {to}"
+            ),
+        ));
+    }
+    if skipped > 0 {
+        log::warn!(
+            "dealer: skipped {skipped} records without a valid index_code or docid in {}",
+            segment.path.display()
+        );
+    }
+    let indexes = outputs.len();
+    for (code, writer) in outputs {
+        let name = SegmentName {
+            from,
+            to,
+            kind: SegmentKind::Unsorted,
+            records: writer.records(),
+        };
+        writer.finish(&layout.segment_path(&code, &name))?;
+    }
+    log::info!(
+        "dealer: dealt raw segment {} (sequences {from}..{to}) into {indexes} indexes",
+        segment.path.display()
+    );
+    Ok(())
+}
