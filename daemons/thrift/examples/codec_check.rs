@@ -184,7 +184,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Res<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if s.len() & 1 == 1 {
         return Err("odd hex length".into());
     }
     (0..s.len())
