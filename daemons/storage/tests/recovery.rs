@@ -52,7 +52,7 @@ fn record() -> impl Strategy<Value = LogRecord> {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        6 => proptest::collection::vec((0..INDEXES.len(), record()), 1..6).prop_map(Step::Batch),
+        6 => proptest::collection::vec((0..INDEXES.len(), record()), 1..10).prop_map(Step::Batch),
         2 => Just(Step::Deal),
         1 => (0..INDEXES.len()).prop_map(Step::Sort),
         1 => (0..INDEXES.len()).prop_map(Step::Optimize),
@@ -206,7 +206,7 @@ proptest! {
     })]
 
     #[test]
-    fn replaying_all_pages_gives_the_model_state(steps in proptest::collection::vec(step(), 1..120)) {
+    fn replaying_all_pages_gives_the_model_state(steps in proptest::collection::vec(step(), 1..250)) {
         run(steps);
     }
 }
