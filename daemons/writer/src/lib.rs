@@ -1,1 +1,471 @@
-//! logtank-writer (being written).
+//! `logtank-writer`: the storage writer. It takes `LogWriter.send_batch` calls (IndexTank's Thrift
+//! protocol, port 15000), appends each batch as one record of the raw log (a journal in
+//! `<data_root>/storage/raw/live`) and acknowledges once the batch is durable (`writer.ack = "fsync"`,
+//! group commit) or written to the OS (`"write"`, IndexTank's behaviour). Operator guide: `docs/writer.md`.
+//!
+//! Start reading at [`conn`] (the client port and `send_batch`), then [`batch`] (the rules and the raw log
+//! format, as a pure function). Around them: [`readonly`] (when writes are refused), [`lock`] (one writer per
+//! data root), [`coordination`] (the registration other daemons find us by), [`config`], [`metrics`].
+//!
+//! Invariants: a batch is one journal record (all or nothing); nothing is appended before every record of
+//! the batch passed its checks; a batch is acknowledged only after the journal mark `writer.ack` asks for
+//! covers it; the writer never reads old raw log segments (the indexes daemon moves them away) and never
+//! needs coordination to accept writes.
+#![forbid(unsafe_code)]
+
+pub mod batch;
+pub mod config;
+pub mod conn;
+pub mod coordination;
+pub mod lock;
+pub mod metrics;
+pub mod readonly;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use logtank_journal::{Journal, JournalOptions, Marks, RecoveryReport};
+use logtank_runtime::config::Override;
+use logtank_runtime::{CommonArgs, Daemon, DaemonContext, Shutdown, StatusSource, WorkTracker};
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+pub use config::WriterConfig;
+
+use crate::batch::BatchLimits;
+use crate::config::AckMode;
+use crate::conn::ConnContext;
+use crate::coordination::CoordState;
+use crate::lock::WriterLock;
+use crate::metrics::WriterMetrics;
+use crate::readonly::Readonly;
+
+/// How often opening the journal is tried when a segment vanishes during the scan (the indexes daemon
+/// moves closed segments from raw/live to raw/history at any time).
+pub const JOURNAL_OPEN_ATTEMPTS_MAX: u32 = 5;
+const JOURNAL_OPEN_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Adds `--readonly` to the overrides: the same as `--set readonly.enabled=true`, applied last.
+pub fn with_readonly_flag(mut common: CommonArgs, readonly: bool) -> CommonArgs {
+    if readonly {
+        common.set.push(Override {
+            flag: "--readonly".into(),
+            key: "readonly.enabled".into(),
+            value: toml::Value::Boolean(true),
+        });
+    }
+    common
+}
+
+/// The settings a reload may change, read by the connections for each request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Settings {
+    pub ack: AckMode,
+    pub record_bytes_max: u32,
+    pub batch_bytes_max: u32,
+    pub batch_records_max: u32,
+    pub readonly_check_interval: Duration,
+}
+
+impl Settings {
+    fn from_config(c: &WriterConfig) -> Settings {
+        Settings {
+            ack: c.writer.ack,
+            record_bytes_max: c.writer.record_bytes_max,
+            batch_bytes_max: c.writer.batch_bytes_max,
+            batch_records_max: c.writer.batch_records_max,
+            readonly_check_interval: Duration::from_millis(c.readonly.check_interval_ms),
+        }
+    }
+
+    pub fn batch_limits(&self) -> BatchLimits {
+        BatchLimits {
+            record_bytes_max: self.record_bytes_max,
+            batch_bytes_max: self.batch_bytes_max,
+            batch_records_max: self.batch_records_max,
+        }
+    }
+}
+
+/// What the connections, the admin routes and `/status` share. Holds no reference to the journal, so the
+/// journal can be closed at shutdown while the admin port still answers.
+pub(crate) struct Shared {
+    port: u16,
+    settings: RwLock<Settings>,
+    pub readonly: Readonly,
+    pub metrics: WriterMetrics,
+    coord: Arc<Mutex<CoordState>>,
+    marks: watch::Receiver<Marks>,
+    backend: &'static str,
+    raw_live: PathBuf,
+}
+
+impl Shared {
+    pub fn settings(&self) -> Settings {
+        *self.settings.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn count_batch(&self, records: usize, bytes: usize) {
+        self.metrics.batches.inc();
+        self.metrics.records.inc_by(records as u64);
+        self.metrics.bytes.inc_by(bytes as u64);
+    }
+
+    fn status_line(&self) -> String {
+        let readonly = match self.readonly.status() {
+            s if s.readonly => format!("yes ({})", s.reasons.join("; ")),
+            _ => "no".to_string(),
+        };
+        format!(
+            "serving {}, ack={}, {} batches, readonly: {readonly}",
+            self.port,
+            self.settings().ack.name(),
+            self.metrics.batches.get()
+        )
+    }
+
+    fn coord_state(&self) -> String {
+        match &*self.coord.lock().unwrap_or_else(PoisonError::into_inner) {
+            CoordState::Disabled => "disabled".into(),
+            CoordState::Connecting => "connecting".into(),
+            CoordState::Registered { path } => format!("registered {path}"),
+        }
+    }
+}
+
+impl StatusSource for Shared {
+    fn readonly(&self) -> bool {
+        self.readonly.is_on()
+    }
+
+    fn fields(&self) -> Map<String, Value> {
+        let marks = *self.marks.borrow();
+        let m = &self.metrics;
+        let mut f = Map::new();
+        f.insert("ack".into(), self.settings().ack.name().into());
+        f.insert("batches".into(), m.batches.get().into());
+        f.insert("records".into(), m.records.get().into());
+        f.insert("bytes".into(), m.bytes.get().into());
+        f.insert("connections".into(), m.connections.get().into());
+        f.insert("readonly_reasons".into(), self.readonly.status().reasons.into());
+        f.insert("coordination".into(), self.coord_state().into());
+        f.insert("journal_written".into(), marks.written.into());
+        f.insert("journal_durable".into(), marks.durable.into());
+        f.insert("journal_io".into(), self.backend.into());
+        f.insert("raw_log".into(), self.raw_live.display().to_string().into());
+        f
+    }
+}
+
+/// The running writer, as the runtime drives it.
+pub struct Writer {
+    config: WriterConfig,
+    shared: Arc<Shared>,
+    journal: Arc<Journal>,
+    tracker: WorkTracker,
+    accept: tokio::task::JoinHandle<()>,
+    readonly_task: tokio::task::JoinHandle<()>,
+    coord_task: Option<tokio::task::JoinHandle<()>>,
+    lock: WriterLock,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("port", &self.shared.port)
+            .field("journal", &self.journal)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Daemon for Writer {
+    type Config = WriterConfig;
+    const NAME: &'static str = "writer";
+
+    async fn start(config: WriterConfig, ctx: DaemonContext) -> anyhow::Result<Self> {
+        let lock = WriterLock::acquire(&config.lock_path())?;
+        let raw_live = config.raw_live_dir();
+        std::fs::create_dir_all(&raw_live).with_context(|| format!("creating {}", raw_live.display()))?;
+        let listener = tokio::net::TcpListener::bind(&config.server.listen)
+            .await
+            .with_context(|| format!("binding {} (server.listen)", config.server.listen))?;
+        let listen_addr = listener.local_addr()?;
+
+        let readonly = Readonly::new(
+            config.readonly.enabled,
+            config.readonly_marker(),
+            raw_live.clone(),
+            config.readonly.disk_usage_high_percent,
+            config.readonly.disk_usage_low_percent,
+        );
+        readonly.check();
+
+        let options = journal_options(&config);
+        let dir = raw_live.clone();
+        let (journal, report) = tokio::task::spawn_blocking(move || open_journal(&dir, options))
+            .await?
+            .with_context(|| format!("opening the raw log {}", raw_live.display()))?;
+        log_recovery(&report);
+        let journal = Arc::new(journal);
+
+        let metrics = WriterMetrics::default();
+        metrics.register(ctx.metrics());
+        ctx.metrics().with_registry(|r| journal.metrics().register(r));
+        metrics.readonly.set(i64::from(readonly.is_on()));
+
+        let shared = Arc::new(Shared {
+            port: listen_addr.port(),
+            settings: RwLock::new(Settings::from_config(&config)),
+            readonly,
+            metrics,
+            coord: Arc::new(Mutex::new(CoordState::Disabled)),
+            marks: journal.subscribe(),
+            backend: journal.backend(),
+            raw_live: raw_live.clone(),
+        });
+        ctx.set_status_source(shared.clone());
+        ctx.add_admin_routes(admin_routes(shared.clone()));
+        install_readonly_hook(&shared, &ctx);
+
+        let tracker = WorkTracker::new();
+        let settings = shared.settings();
+        let conn_ctx = Arc::new(ConnContext {
+            shared: shared.clone(),
+            journal: journal.clone(),
+            limits: conn::thrift_limits(settings.batch_bytes_max),
+            daemon: ctx.clone(),
+            tracker: tracker.clone(),
+        });
+        let accept = tokio::spawn(conn::accept_loop(
+            listener,
+            conn_ctx,
+            config.writer.connections_max,
+        ));
+        let readonly_task = tokio::spawn(watch_readonly(shared.clone(), ctx.shutdown().clone()));
+        let coord_task = config.coord.coord_config().map(|coord| {
+            let advertised = coordination::advertised(config.writer.advertise.as_deref(), listen_addr);
+            tokio::spawn(coordination::run(
+                coord,
+                advertised,
+                shared.coord.clone(),
+                ctx.shutdown().clone(),
+            ))
+        });
+        log::info!(
+            "serving LogWriter.send_batch on {listen_addr} (ack = {}, raw log {}, journal IO {})",
+            config.writer.ack.name(),
+            raw_live.display(),
+            journal.backend()
+        );
+        if shared.readonly.is_on() {
+            log::warn!(
+                "starting readonly: {}",
+                shared.readonly.status().reasons.join("; ")
+            );
+        }
+        Ok(Writer {
+            config,
+            shared,
+            journal,
+            tracker,
+            accept,
+            readonly_task,
+            coord_task,
+            lock,
+        })
+    }
+
+    fn status_line(&self) -> String {
+        self.shared.status_line()
+    }
+
+    async fn reload(&mut self, config: WriterConfig) -> anyhow::Result<()> {
+        let old = &self.config;
+        if config.writer.batch_bytes_max > old.writer.batch_bytes_max {
+            anyhow::bail!(
+                "writer.batch_bytes_max can only grow at a restart (the journal's record limit is set at open: {})",
+                old.writer.batch_bytes_max
+            );
+        }
+        let restart_only = [
+            (
+                "writer.segment_size_bytes",
+                old.writer.segment_size_bytes != config.writer.segment_size_bytes,
+            ),
+            (
+                "writer.fsync_interval_ms",
+                old.writer.fsync_interval_ms != config.writer.fsync_interval_ms,
+            ),
+            (
+                "writer.io_backend",
+                old.writer.io_backend != config.writer.io_backend,
+            ),
+            (
+                "writer.connections_max",
+                old.writer.connections_max != config.writer.connections_max,
+            ),
+            (
+                "writer.advertise",
+                old.writer.advertise != config.writer.advertise,
+            ),
+            ("coord", old.coord != config.coord),
+        ];
+        for (key, changed) in restart_only {
+            if changed {
+                log::warn!("config: {key} changed; it takes effect at the next restart");
+            }
+        }
+        *self
+            .shared
+            .settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Settings::from_config(&config);
+        self.shared.readonly.reconfigure(
+            config.readonly.enabled,
+            config.readonly.disk_usage_high_percent,
+            config.readonly.disk_usage_low_percent,
+        );
+        self.config = config;
+        Ok(())
+    }
+
+    async fn shutdown(self) -> anyhow::Result<()> {
+        // The shutdown signal has fired: the accept loop stops, idle connections close, and connections in
+        // the middle of a batch finish it (acknowledged as usual) before closing.
+        self.accept.await?;
+        self.tracker.wait_idle().await;
+        self.readonly_task.await?;
+        if let Some(task) = self.coord_task {
+            task.await?;
+        }
+        let batches = self.shared.metrics.batches.get();
+        match Arc::try_unwrap(self.journal) {
+            Ok(journal) => tokio::task::spawn_blocking(move || journal.close())
+                .await?
+                .context("closing the raw log")?,
+            Err(journal) => {
+                // Cannot happen (every connection has ended); dropping still writes and fsyncs.
+                log::warn!("the journal is still referenced at shutdown; closing it on drop");
+                drop(journal);
+            }
+        }
+        drop(self.lock);
+        log::info!("logtank-writer stopped cleanly after {batches} batches");
+        Ok(())
+    }
+}
+
+fn journal_options(config: &WriterConfig) -> JournalOptions {
+    let io = config.io;
+    JournalOptions {
+        segment_size_bytes: config.writer.segment_size_bytes,
+        fsync_interval: config.writer.fsync_interval(),
+        io_backend: config.writer.io_backend(),
+        record_bytes_max: config.writer.batch_bytes_max,
+        // A restart starts a new head segment, as IndexTank's writer did: the previous one is closed and
+        // the indexes daemon may move it away.
+        new_segment_on_open: true,
+        thread_init: Some(Arc::new(move || {
+            logtank_runtime::ioprio::apply_config(&io, "writer journal thread");
+        })),
+    }
+}
+
+/// Opens the journal, trying again when a file vanished during the scan (moved to raw/history by the
+/// indexes daemon between the listing and the read).
+fn open_journal(
+    dir: &std::path::Path,
+    options: JournalOptions,
+) -> Result<(Journal, RecoveryReport), logtank_journal::Error> {
+    let mut attempt = 1;
+    loop {
+        match Journal::open(dir, options.clone()) {
+            Err(logtank_journal::Error::Io { path, source })
+                if source.kind() == std::io::ErrorKind::NotFound && attempt < JOURNAL_OPEN_ATTEMPTS_MAX =>
+            {
+                log::info!(
+                    "{} vanished while the raw log was being opened (moved to raw/history?); opening again",
+                    path.display()
+                );
+                attempt += 1;
+                std::thread::sleep(JOURNAL_OPEN_RETRY_PAUSE);
+            }
+            result => return result,
+        }
+    }
+}
+
+fn log_recovery(report: &RecoveryReport) {
+    if let Some(torn) = &report.torn_tail {
+        log::warn!(
+            "raw log: a torn tail of {} bytes was cut at {} offset {} (never acknowledged with ack = \"fsync\")",
+            torn.discarded_bytes,
+            torn.path.display(),
+            torn.offset
+        );
+    }
+}
+
+/// Keeps the metric and `STATUS=` in step with readonly; holds the shared state weakly (the hook lives
+/// inside it).
+fn install_readonly_hook(shared: &Arc<Shared>, ctx: &DaemonContext) {
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let notifier = ctx.notifier().clone();
+    shared.readonly.set_on_change(move |on| {
+        if let Some(shared) = weak.upgrade() {
+            shared.metrics.readonly.set(i64::from(on));
+            notifier.status(&shared.status_line());
+        }
+    });
+}
+
+/// Polls the marker file and the disk every `readonly.check_interval_ms`, on a blocking thread.
+async fn watch_readonly(shared: Arc<Shared>, shutdown: Shutdown) {
+    loop {
+        let interval = shared.settings().readonly_check_interval;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait() => return,
+        }
+        let s = shared.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || s.readonly.check()).await {
+            log::warn!("readonly check failed: {e}");
+        }
+    }
+}
+
+/// `GET /readonly` (state and reasons) and `PUT /readonly` (body `true`/`false` or `on`/`off`).
+fn admin_routes(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/readonly", get(get_readonly).put(put_readonly))
+        .with_state(shared)
+}
+
+async fn get_readonly(State(shared): State<Arc<Shared>>) -> Json<readonly::ReadonlyStatus> {
+    Json(shared.readonly.status())
+}
+
+async fn put_readonly(State(shared): State<Arc<Shared>>, body: String) -> Response {
+    match readonly::parse_switch(&body) {
+        Ok(on) => {
+            log::info!("PUT /readonly {on}");
+            shared.readonly.set_admin(on);
+            Json(shared.readonly.status()).into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}
+
+/// The address the writer serves on, for tests that bind port 0: parsed from its start-up log line.
+pub fn parse_serving_line(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("serving LogWriter.send_batch on ").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}

@@ -1,0 +1,246 @@
+//! `send_batch`'s rules, as a pure function: a decoded [`LogBatch`] in, the raw log record to append out
+//! (or why the batch is refused). No IO, so every rule is unit-tested here.
+//!
+//! One batch becomes ONE journal record whose payload is the concatenation of the Thrift binary encoding
+//! of every record of the batch, in batch order, each with `timestamp_ms` set to the writer's clock and
+//! `index_code` kept: IndexTank's raw segment format (structs back to back), framed by the journal. The
+//! indexes daemon reads exactly this; nothing else goes in the payload. One record per batch is what makes
+//! a batch all or nothing: the journal returns a record whole or not at all.
+//!
+//! Every record is checked before any is encoded, and the whole payload is built before anything is
+//! appended, so a refused batch leaves nothing behind.
+
+use logtank_thrift::{encode_record, validate_index_code, LogBatch, LogRecord};
+
+use crate::metrics::Reason;
+
+/// The limits `send_batch` enforces (from `[writer]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub record_bytes_max: u32,
+    pub batch_bytes_max: u32,
+    pub batch_records_max: u32,
+}
+
+/// A batch ready to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The journal record's payload; empty for an empty batch (which is acknowledged, not appended).
+    pub payload: Vec<u8>,
+    pub records: usize,
+}
+
+/// Why a batch is refused; the message goes back to the client as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Refused {
+    fn new(reason: Reason, message: String) -> Refused {
+        Refused {
+            reason,
+            message: format!("{message}: batch refused, nothing was written"),
+        }
+    }
+}
+
+/// Checks every record, stamps `now_ms`, and encodes the batch as one raw log record.
+pub fn prepare(batch: LogBatch, now_ms: i64, limits: &BatchLimits) -> Result<Prepared, Refused> {
+    let mut records = batch.records;
+    if records.len() > limits.batch_records_max as usize {
+        return Err(Refused::new(
+            Reason::TooLarge,
+            format!(
+                "the batch has {} records, more than writer.batch_records_max = {}",
+                records.len(),
+                limits.batch_records_max
+            ),
+        ));
+    }
+    for (i, record) in records.iter().enumerate() {
+        check_record(i + 1, record).map_err(|m| Refused::new(Reason::Invalid, m))?;
+    }
+    let mut payload = Vec::new();
+    for (i, record) in records.iter_mut().enumerate() {
+        record.timestamp_ms = Some(now_ms);
+        let start = payload.len();
+        encode_record(&mut payload, record);
+        let len = payload.len() - start;
+        if len > limits.record_bytes_max as usize {
+            return Err(Refused::new(
+                Reason::TooLarge,
+                format!(
+                    "record {} of the batch is {len} bytes encoded, more than writer.record_bytes_max = {}",
+                    i + 1,
+                    limits.record_bytes_max
+                ),
+            ));
+        }
+        if payload.len() > limits.batch_bytes_max as usize {
+            return Err(Refused::new(
+                Reason::TooLarge,
+                format!(
+                    "the batch is more than writer.batch_bytes_max = {} bytes encoded (reached at record {} of {})",
+                    limits.batch_bytes_max,
+                    i + 1,
+                    records.len()
+                ),
+            ));
+        }
+    }
+    Ok(Prepared {
+        payload,
+        records: records.len(),
+    })
+}
+
+/// The rules one record must follow; `n` counts from 1, as an operator reads "record 3 of the batch".
+fn check_record(n: usize, r: &LogRecord) -> Result<(), String> {
+    if r.id.is_some() {
+        return Err(format!(
+            "record {n} of the batch has id set: id is legacy and not accepted"
+        ));
+    }
+    match &r.index_code {
+        None => return Err(format!("record {n} of the batch has no index_code")),
+        Some(code) => validate_index_code(code).map_err(|e| format!("record {n} of the batch has an {e}"))?,
+    }
+    match r.docid.as_deref() {
+        None => Err(format!("record {n} of the batch has no docid")),
+        Some("") => Err(format!("record {n} of the batch has an empty docid")),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Milliseconds since the Unix epoch by the wall clock (what IndexTank stamped: `currentTimeMillis`).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use logtank_thrift::{decode_record, Limits};
+
+    use super::*;
+
+    const LIMITS: BatchLimits = BatchLimits {
+        record_bytes_max: 10_000,
+        batch_bytes_max: 50_000,
+        batch_records_max: 100,
+    };
+
+    fn record(code: &str, docid: &str) -> LogRecord {
+        LogRecord {
+            index_code: Some(code.into()),
+            docid: Some(docid.into()),
+            fields: Some(BTreeMap::from([("text".to_string(), format!("doc {docid}"))])),
+            ..LogRecord::default()
+        }
+    }
+
+    fn decode_all(mut bytes: &[u8]) -> Vec<LogRecord> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let (r, used) = decode_record(bytes, &Limits::default()).unwrap_or_else(|e| panic!("{e}"));
+            out.push(r);
+            bytes = &bytes[used..];
+        }
+        out
+    }
+
+    // Proves the payload is exactly the records back to back, in order, timestamped, index_code kept.
+    #[test]
+    fn payload_is_the_records_in_order() {
+        let batch = LogBatch {
+            records: vec![record("idx", "a"), record("other", "b"), record("idx", "c")],
+        };
+        let prepared = prepare(batch.clone(), 1234, &LIMITS).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(prepared.records, 3);
+        let mut expected = Vec::new();
+        for r in &batch.records {
+            let mut r = r.clone();
+            r.timestamp_ms = Some(1234);
+            encode_record(&mut expected, &r);
+        }
+        assert_eq!(prepared.payload, expected);
+        let back = decode_all(&prepared.payload);
+        assert_eq!(back.len(), 3);
+        assert_eq!(back[1].index_code.as_deref(), Some("other"));
+        assert!(back.iter().all(|r| r.timestamp_ms == Some(1234)));
+    }
+
+    #[test]
+    fn empty_batch_is_empty_payload() {
+        let prepared = prepare(LogBatch::default(), 1, &LIMITS).unwrap_or_else(|e| panic!("{e}"));
+        assert!(prepared.payload.is_empty());
+        assert_eq!(prepared.records, 0);
+    }
+
+    // Proves each rule is enforced with a message naming the record (from 1) and saying nothing was
+    // written; a bad record anywhere refuses the whole batch.
+    #[test]
+    fn rules() {
+        let refuse = |bad: LogRecord| {
+            let batch = LogBatch {
+                records: vec![record("idx", "1"), record("idx", "2"), bad],
+            };
+            prepare(batch, 1, &LIMITS).expect_err("accepted")
+        };
+        let mut with_id = record("idx", "3");
+        with_id.id = Some(7);
+        let e = refuse(with_id);
+        assert_eq!(e.reason, Reason::Invalid);
+        assert_eq!(
+            e.message,
+            "record 3 of the batch has id set: id is legacy and not accepted: batch refused, nothing was written"
+        );
+        let mut no_code = record("idx", "3");
+        no_code.index_code = None;
+        assert!(refuse(no_code)
+            .message
+            .contains("record 3 of the batch has no index_code"));
+        for code in ["../x", "", "a/b", &"x".repeat(129)] {
+            let e = refuse(record(code, "3"));
+            assert!(
+                e.message
+                    .contains("record 3 of the batch has an invalid index_code"),
+                "{e}"
+            );
+        }
+        let mut no_docid = record("idx", "3");
+        no_docid.docid = None;
+        assert!(refuse(no_docid).message.contains("has no docid"));
+        assert!(refuse(record("idx", "")).message.contains("has an empty docid"));
+    }
+
+    #[test]
+    fn limits() {
+        let mut big = record("idx", "big");
+        big.fields = Some(BTreeMap::from([("text".to_string(), "x".repeat(20_000))]));
+        let e = prepare(LogBatch { records: vec![big] }, 1, &LIMITS).expect_err("accepted");
+        assert_eq!(e.reason, Reason::TooLarge);
+        assert!(e.message.contains("writer.record_bytes_max = 10000"), "{e}");
+
+        let mut medium = record("idx", "m");
+        medium.fields = Some(BTreeMap::from([("text".to_string(), "x".repeat(9_000))]));
+        let batch = LogBatch {
+            records: vec![medium; 6],
+        };
+        let e = prepare(batch, 1, &LIMITS).expect_err("accepted");
+        assert!(e.message.contains("writer.batch_bytes_max = 50000"), "{e}");
+
+        let batch = LogBatch {
+            records: vec![record("idx", "d"); 101],
+        };
+        let e = prepare(batch, 1, &LIMITS).expect_err("accepted");
+        assert!(e.message.contains("101 records"), "{e}");
+    }
+}
