@@ -171,6 +171,17 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A stream reader resuming at `pos` inside a message that began at `message_start`.
+    fn resume(buf: &'a [u8], message_start: usize, pos: usize, limits: &Limits) -> Self {
+        Reader {
+            buf,
+            pos,
+            end_max: message_start.saturating_add(limits.message_bytes_max),
+            complete: false,
+            limits: *limits,
+        }
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -452,6 +463,192 @@ impl<'a> Reader<'a> {
             _ => return Err(DecodeError::Invalid(format!("unknown wire type {t}"))),
         }
         Ok(())
+    }
+}
+
+/// Where a scan stands inside one nesting level.
+#[derive(Debug, Clone, Copy)]
+enum Frame {
+    /// Inside a struct: next is a field header or STOP.
+    Struct,
+    /// Inside a list or set: `left` elements of type `elem` to go.
+    Seq { elem: u8, left: usize },
+    /// Inside a map: `left` entries to go; `value_next` when the key of the current one is done.
+    Map {
+        key: u8,
+        value: u8,
+        left: usize,
+        value_next: bool,
+    },
+}
+
+/// Finds where one message (strict header + one struct) ends in a buffer that grows at the end, without
+/// walking again what it has already walked: a stream that delivers a large message in many small reads
+/// costs one pass over its bytes, not one per read. It only skips (nothing is allocated but its own stack,
+/// bounded by `depth_max`); the same checks as [`Reader::skip`] apply.
+///
+/// Call [`MessageScanner::scan`] with the same buffer (grown, never drained) until it returns the end;
+/// then start a new scanner for the next message.
+#[derive(Debug, Clone, Default)]
+pub struct MessageScanner {
+    /// Set once the header has been read: the body's scan state.
+    body: Option<BodyScan>,
+}
+
+#[derive(Debug, Clone)]
+struct BodyScan {
+    /// Offset of the next unread byte.
+    pos: usize,
+    stack: Vec<Frame>,
+}
+
+impl MessageScanner {
+    pub fn new() -> Self {
+        MessageScanner::default()
+    }
+
+    /// `Ok(Some(end))`: `buf[..end]` is one whole message. `Ok(None)`: not yet. `Err`: never will be
+    /// (the `Invalid` message says why); `Incomplete` is never returned as an error.
+    pub fn scan(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<usize>, DecodeError> {
+        let body = match &mut self.body {
+            Some(b) if b.pos <= buf.len() => b,
+            _ => {
+                let mut r = Reader::new(buf, limits);
+                match r.read_message_header() {
+                    Ok(_) => {}
+                    Err(DecodeError::Incomplete) => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+                self.body.insert(BodyScan {
+                    pos: r.position(),
+                    stack: vec![Frame::Struct],
+                })
+            }
+        };
+        match body.advance(buf, limits) {
+            Err(DecodeError::Incomplete) => Ok(None),
+            other => other.map(Some),
+        }
+    }
+}
+
+impl BodyScan {
+    /// Walks as far as the bytes go; `Ok(end)` once the outermost struct's STOP is read.
+    fn advance(&mut self, buf: &[u8], limits: &Limits) -> Result<usize, DecodeError> {
+        loop {
+            let Some(top) = self.stack.last().copied() else {
+                return Ok(self.pos);
+            };
+            let mut r = Reader::resume(buf, 0, self.pos, limits);
+            // The type of the next value, after taking the field header if the level is a struct.
+            let t = match top {
+                Frame::Struct => match r.read_field_header()? {
+                    None => {
+                        self.pos = r.position();
+                        self.stack.pop();
+                        continue;
+                    }
+                    Some((t, _)) => t,
+                },
+                Frame::Seq { left: 0, .. } | Frame::Map { left: 0, .. } => {
+                    self.stack.pop();
+                    continue;
+                }
+                Frame::Seq { elem, left } => {
+                    if let Some(size) = ttype::fixed_bytes(elem) {
+                        // Fixed-width elements: take every whole one that has arrived in one step.
+                        let k = (r.remaining() / size).min(left);
+                        if k == 0 {
+                            r.need(size, ttype::name(elem))?;
+                        }
+                        self.pos += k * size;
+                        self.set_left(left - k);
+                        continue;
+                    }
+                    elem
+                }
+                Frame::Map {
+                    key,
+                    value,
+                    left,
+                    value_next,
+                } => {
+                    if let (Some(a), Some(b), false) =
+                        (ttype::fixed_bytes(key), ttype::fixed_bytes(value), value_next)
+                    {
+                        let k = (r.remaining() / (a + b)).min(left);
+                        if k == 0 {
+                            r.need(a + b, "map entry")?;
+                        }
+                        self.pos += k * (a + b);
+                        self.set_left(left - k);
+                        continue;
+                    }
+                    if value_next {
+                        value
+                    } else {
+                        key
+                    }
+                }
+            };
+            let pushed = Self::value(&mut r, t)?;
+            // The value (and its field header) is complete: commit.
+            self.pos = r.position();
+            match self.stack.last_mut() {
+                Some(Frame::Seq { left, .. }) => *left -= 1,
+                Some(Frame::Map { left, value_next, .. }) => {
+                    if *value_next {
+                        *left -= 1;
+                    }
+                    *value_next = !*value_next;
+                }
+                _ => {}
+            }
+            if let Some(frame) = pushed {
+                if self.stack.len() >= limits.depth_max {
+                    return Err(DecodeError::Invalid(format!(
+                        "values nested deeper than {} levels",
+                        limits.depth_max
+                    )));
+                }
+                self.stack.push(frame);
+            }
+        }
+    }
+
+    fn set_left(&mut self, n: usize) {
+        if let Some(Frame::Seq { left, .. } | Frame::Map { left, .. }) = self.stack.last_mut() {
+            *left = n;
+        }
+    }
+
+    /// Takes one value of type `t`, or the header of a nested level (returned as the frame to enter).
+    fn value(r: &mut Reader<'_>, t: u8) -> Result<Option<Frame>, DecodeError> {
+        if let Some(n) = ttype::fixed_bytes(t) {
+            r.take(n, ttype::name(t))?;
+            return Ok(None);
+        }
+        Ok(match t {
+            ttype::STRING => {
+                r.read_binary()?;
+                None
+            }
+            ttype::STRUCT => Some(Frame::Struct),
+            ttype::LIST | ttype::SET => {
+                let (elem, left) = r.read_seq_header(ttype::name(t))?;
+                Some(Frame::Seq { elem, left })
+            }
+            ttype::MAP => {
+                let (key, value, left) = r.read_map_header()?;
+                Some(Frame::Map {
+                    key,
+                    value,
+                    left,
+                    value_next: false,
+                })
+            }
+            _ => return Err(DecodeError::Invalid(format!("unknown wire type {t}"))),
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::binary::Limits;
+use crate::binary::{Limits, MessageScanner};
 use crate::service::*;
 use crate::types::*;
 use crate::DecodeError;
@@ -226,19 +226,25 @@ impl Client {
         })
     }
 
-    /// Reads until one whole reply is buffered and decodes it.
+    /// Reads until one whole reply is buffered and decodes it. The scanner remembers how far it walked,
+    /// so a large reply arriving in many reads is walked once while it comes in (and once to decode).
     fn receive<T>(&mut self, decode: Decoder<T>) -> Result<IncomingReply<T>, ClientError> {
+        let mut scanner = MessageScanner::new();
         loop {
-            match decode(&self.inbuf, &self.limits) {
-                Ok((reply, n)) => {
-                    self.inbuf.drain(..n);
+            match scanner.scan(&self.inbuf, &self.limits) {
+                Ok(Some(end)) => {
+                    let decoded = decode(&self.inbuf[..end], &self.limits);
+                    self.inbuf.drain(..end);
                     if self.inbuf.capacity() > IDLE_BUFFER_BYTES_MAX {
                         self.inbuf.shrink_to(IDLE_BUFFER_BYTES_MAX);
                     }
-                    return Ok(reply);
+                    return match decoded {
+                        Ok((reply, _)) => Ok(reply),
+                        Err(e) => Err(ClientError::Protocol(e.to_string())),
+                    };
                 }
-                Err(DecodeError::Invalid(m)) => return Err(ClientError::Protocol(m)),
-                Err(DecodeError::Incomplete) => {}
+                Ok(None) => {}
+                Err(e) => return Err(ClientError::Protocol(e.to_string())),
             }
             let old = self.inbuf.len();
             self.inbuf.resize(old + READ_CHUNK_BYTES, 0);

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::binary::{message_type, ttype, Limits, Reader, Writer};
+use crate::binary::{message_type, ttype, Limits, MessageScanner, Reader, Writer};
 use crate::codec::{
     read_index_log_info, read_list, read_page, read_page_token, read_queue_score, read_raw_log_info,
     read_struct, write_batch, write_index_log_info, write_page, write_page_raw, write_page_token,
@@ -249,46 +249,75 @@ impl CallDecodeError {
 /// Decodes the next call at the start of `buf`. `Ok(None)`: the message is not complete yet (read more and
 /// call again with the longer buffer). `Ok(Some((call, n)))`: the first `n` bytes were one message.
 ///
-/// The message is walked twice: first its shape is checked by skipping (cheap, no allocation; this
-/// finds incomplete and broken messages), then the arguments are decoded from the delimited bytes, where
-/// any error is about the arguments only and the stream is still in step.
+/// Each call walks the buffer from its start; a connection that receives large messages in many reads
+/// should keep a [`CallDecoder`], which resumes where it stopped.
 pub fn decode_call(buf: &[u8], limits: &Limits) -> Result<Option<(IncomingCall, usize)>, CallDecodeError> {
-    let mut r = Reader::new(buf, limits);
-    let header = match r.read_message_header() {
-        Ok(h) => h,
-        Err(DecodeError::Incomplete) => return Ok(None),
-        Err(DecodeError::Invalid(message)) => {
-            return Err(CallDecodeError {
-                seqid: None,
-                name: None,
-                message,
-            })
-        }
-    };
-    let body_start = r.position();
-    match r.skip(ttype::STRUCT) {
-        Ok(()) => {}
-        Err(DecodeError::Incomplete) => return Ok(None),
-        Err(DecodeError::Invalid(m)) => {
-            return Err(CallDecodeError {
-                seqid: Some(header.seqid),
-                name: Some(header.name.to_string()),
-                message: format!("invalid message {}: {m}", header.name),
-            })
+    CallDecoder::new(*limits).decode(buf)
+}
+
+/// [`decode_call`] for one connection's stream, remembering how far it has walked the message being
+/// received, so a 64 MiB batch arriving in 64 KiB reads is walked once, not a thousand times.
+///
+/// The message is walked twice in all: first its shape is checked by skipping (no allocation; this finds
+/// incomplete and broken messages), then the arguments are decoded from the delimited bytes, where any
+/// error is about the arguments only and the stream is still in step.
+#[derive(Debug, Clone)]
+pub struct CallDecoder {
+    limits: Limits,
+    scanner: MessageScanner,
+}
+
+impl CallDecoder {
+    pub fn new(limits: Limits) -> Self {
+        CallDecoder {
+            limits,
+            scanner: MessageScanner::new(),
         }
     }
-    let body = r.since(body_start);
-    let (call, error_kind) = match call_from_body(header.name, header.message_type, body, limits) {
-        Ok(call) => (Ok(call), ExceptionKind::Unknown),
-        Err((kind, message)) => (Err(message), kind),
-    };
-    let incoming = IncomingCall {
-        name: header.name.to_string(),
-        seqid: header.seqid,
-        call,
-        error_kind,
-    };
-    Ok(Some((incoming, r.position())))
+
+    /// Like [`decode_call`]. Between calls the caller may only append to `buf`; once a message (or an
+    /// error) is returned, the decoder starts afresh and the caller drains the `n` bytes consumed.
+    pub fn decode(&mut self, buf: &[u8]) -> Result<Option<(IncomingCall, usize)>, CallDecodeError> {
+        let mut r = Reader::new(buf, &self.limits);
+        let header = match r.read_message_header() {
+            Ok(h) => h,
+            Err(DecodeError::Incomplete) => return Ok(None),
+            Err(DecodeError::Invalid(message)) => {
+                self.scanner = MessageScanner::new();
+                return Err(CallDecodeError {
+                    seqid: None,
+                    name: None,
+                    message,
+                });
+            }
+        };
+        let body_start = r.position();
+        let end = match self.scanner.scan(buf, &self.limits) {
+            Ok(Some(end)) => end,
+            Ok(None) | Err(DecodeError::Incomplete) => return Ok(None),
+            Err(DecodeError::Invalid(m)) => {
+                self.scanner = MessageScanner::new();
+                return Err(CallDecodeError {
+                    seqid: Some(header.seqid),
+                    name: Some(header.name.to_string()),
+                    message: format!("invalid message {}: {m}", header.name),
+                });
+            }
+        };
+        self.scanner = MessageScanner::new();
+        let body = &buf[body_start..end];
+        let (call, error_kind) = match call_from_body(header.name, header.message_type, body, &self.limits) {
+            Ok(call) => (Ok(call), ExceptionKind::Unknown),
+            Err((kind, message)) => (Err(message), kind),
+        };
+        let incoming = IncomingCall {
+            name: header.name.to_string(),
+            seqid: header.seqid,
+            call,
+            error_kind,
+        };
+        Ok(Some((incoming, end)))
+    }
 }
 
 fn call_from_body(
