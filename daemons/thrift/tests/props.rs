@@ -235,7 +235,8 @@ fn round_trip<T: PartialEq + std::fmt::Debug>(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    // 256 cases by default; PROPTEST_CASES raises it for a longer run.
+    #![proptest_config(ProptestConfig::default())]
 
     /// Every struct survives encode → decode, and its strict prefixes are incomplete.
     #[test]
