@@ -55,7 +55,7 @@ struct Scan {
 }
 
 pub(crate) fn recover(dir: &Path, payload_max: u32, mode: Mode) -> Result<RecoveryReport, Error> {
-    let segments = segment::list(dir)?;
+    let segments = segment::list(dir, mode == Mode::Repair)?;
     let mut report = RecoveryReport {
         segments: segments.clone(),
         next_seq: segments.first().map_or(1, |s| s.first_seq),
@@ -181,7 +181,7 @@ fn corrupt(meta: &SegmentMeta, offset: u64, seq: u64, reason: String) -> Error {
 /// segment into a `salvaged-<unix time>` directory beside it (nothing is deleted). Records from the cut on are
 /// no longer part of the journal; the operator decides what to do with the moved files.
 pub fn salvage(dir: &Path, path: &Path, offset: u64) -> Result<Vec<PathBuf>, Error> {
-    let segments = segment::list(dir)?;
+    let segments = segment::list(dir, true)?;
     let index = segments
         .iter()
         .position(|s| s.path.file_name() == path.file_name())

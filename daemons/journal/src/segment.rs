@@ -29,14 +29,19 @@ pub(crate) fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}{SEGMENT_SUFFIX}"))
 }
 
-/// Lists the segments in `dir`, oldest first, removing leftover temporary files.
-pub(crate) fn list(dir: &Path) -> Result<Vec<SegmentMeta>, Error> {
+/// Lists the segments in `dir`, oldest first. With `remove_leftovers` (opening for writing), leftover
+/// temporary files are removed; without (a read-only look, possibly at a directory a live journal appends
+/// to, whose spare and half-created segments are in use), they are only skipped.
+pub(crate) fn list(dir: &Path, remove_leftovers: bool) -> Result<Vec<SegmentMeta>, Error> {
     let mut segments = Vec::new();
     for entry in fs::read_dir(dir).with_path(dir)? {
         let entry = entry.with_path(dir)?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(TMP_SUFFIX) || name == SPARE_NAME {
+            if !remove_leftovers {
+                continue;
+            }
             log::warn!(
                 "removing {}: a segment whose creation a crash interrupted",
                 entry.path().display()

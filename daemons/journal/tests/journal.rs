@@ -239,6 +239,35 @@ fn live_reader_follows_appends() {
     assert!(reader.next().is_none());
 }
 
+// Regression: `Reader::open_dir` on a directory a live journal appends to removed the journal's spare
+// segment (as a leftover of a crash), so the journal's next roll failed. A read-only open touches nothing.
+#[test]
+fn open_dir_beside_a_live_journal_leaves_its_files_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(dir.path(), options(IoBackend::Auto)).unwrap();
+    let spare = dir.path().join("next-segment.spare");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !spare.exists() {
+        assert!(Instant::now() < deadline, "no spare segment was prepared");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let first = journal.append(&payload(1)).unwrap();
+    journal.wait_durable(first).unwrap();
+    let (reader, _) = Reader::open_dir(dir.path(), 1, 16 << 10).unwrap();
+    assert_eq!(reader.count(), 1);
+    assert!(
+        spare.exists(),
+        "a read-only open removed the live journal's spare segment"
+    );
+    let segments = journal.segments().len();
+    for i in 2..=200 {
+        journal.append(&payload(i)).unwrap();
+    }
+    journal.wait_durable(200).unwrap();
+    assert!(journal.segments().len() > segments, "the journal rolled");
+    journal.close().unwrap();
+}
+
 fn last_segment(dir: &Path) -> std::path::PathBuf {
     let mut names: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
