@@ -1,1 +1,336 @@
-//! logtank-indexes (being written).
+//! `logtank-indexes`: the indexes reader. It replaces IndexTank's IndexesLogServer: the LogReader service
+//! (`read_page`, port 15100) that index engines recover from, the LogManager service (port 16000), and, on
+//! the active master, the pipeline that deals the writer's raw log into per-index segments, sorts,
+//! optimizes and cleans them (`logtank-storage` does the work; this crate decides when).
+//!
+//! Start reading at [`Indexes::start`]. Modules:
+//! - [`server`]: a Thrift port (accept loop, connection, frame handling), independent of what is served;
+//! - [`service`]: what the two ports do with each call, and the gating of reads;
+//! - [`roles`]: the marker files and fencing, i.e. whether this host is the active master;
+//! - [`pipeline`]: the dedicated thread that runs the storage pipeline while active;
+//! - [`coordination`]: epoch bump, recovery registration and fencing through `/logtank`;
+//! - [`config`], [`lock`] (one reader per data root), [`metrics`].
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod coordination;
+pub mod lock;
+pub mod metrics;
+pub mod pipeline;
+pub mod roles;
+pub mod server;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, PoisonError};
+
+use anyhow::Context;
+use logtank_runtime::{CommonArgs, Daemon, DaemonContext, StatusSource, WorkTracker};
+use logtank_storage::{Layout, Storage};
+use logtank_thrift::binary::Limits;
+use serde_json::{Map, Value};
+
+pub use config::IndexesConfig;
+
+use crate::coordination::{CoordState, Coordination, SharedCoordState};
+use crate::lock::DealerLock;
+use crate::metrics::IndexesMetrics;
+use crate::pipeline::{Pipeline, SharedPipelineStatus};
+use crate::roles::Roles;
+use crate::server::Port;
+use crate::service::{ManagerPort, ReaderPort, Shared};
+
+/// The largest request either port accepts. Their calls carry an index code and a page token, a few
+/// hundred bytes; a `send_batch` sent here by mistake is answered as long as it fits (UNKNOWN_METHOD),
+/// a larger one is a protocol error. This also bounds each connection's receive buffer.
+pub const REQUEST_BYTES_MAX: usize = 1 << 20;
+
+/// logtank-indexes' command line: the shared flags plus `--manager-listen`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "logtank-indexes", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// LogManager listen address, same as --set indexes.manager_listen=ADDR
+    #[arg(long, value_name = "ADDR")]
+    pub manager_listen: Option<String>,
+}
+
+impl Cli {
+    /// The runtime's arguments, with `--manager-listen` turned into an override (before the `--set` ones,
+    /// which win, as with the runtime's own sugar flags).
+    pub fn into_common(self) -> CommonArgs {
+        let mut common = self.common;
+        if let Some(addr) = self.manager_listen {
+            common.set.insert(
+                0,
+                logtank_runtime::config::Override::from_flag(
+                    "--manager-listen",
+                    "indexes.manager_listen",
+                    &addr,
+                ),
+            );
+        }
+        common
+    }
+}
+
+/// The limits requests are decoded with.
+pub fn request_limits() -> Limits {
+    Limits {
+        message_bytes_max: REQUEST_BYTES_MAX,
+        string_bytes_max: REQUEST_BYTES_MAX,
+        ..Limits::default()
+    }
+}
+
+/// The running daemon, as the runtime drives it.
+#[derive(Debug)]
+pub struct Indexes {
+    reader_addr: SocketAddr,
+    manager_addr: SocketAddr,
+    status: Arc<Status>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pipeline: Option<std::thread::JoinHandle<()>>,
+    tracker: WorkTracker,
+    _lock: DealerLock,
+}
+
+/// What the status line and `/status` show, kept up to date by the pipeline thread and the coordination
+/// task so neither ever does IO.
+#[derive(Debug)]
+struct Status {
+    roles: Arc<Roles>,
+    pipeline: SharedPipelineStatus,
+    coord: SharedCoordState,
+}
+
+impl Status {
+    fn line(&self) -> String {
+        let view = self.roles.view();
+        let p = self
+            .pipeline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let coord = self.coord.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let counts = format!(
+            "{} indexes; dealer at seq {}",
+            p.indexes,
+            p.dealer_next_seq
+                .map_or_else(|| "none".to_string(), |s| s.to_string())
+        );
+        let role = if let Some(fence) = view.fenced {
+            format!("master, fenced ({fence}): pipeline stopped")
+        } else if !view.master {
+            "not master: pipeline idle".to_string()
+        } else if !view.safe_to_read {
+            "master, not safe to read: pipeline idle".to_string()
+        } else if let Some(e) = &p.error {
+            format!("master, pipeline failing: {e}")
+        } else {
+            "master, dealing".to_string()
+        };
+        match coord {
+            CoordState::Disabled => format!("{role}; {counts}"),
+            c => format!("{role}; {counts}; {}", c.describe()),
+        }
+    }
+}
+
+impl StatusSource for Status {
+    fn role(&self) -> String {
+        let view = self.roles.view();
+        if view.fenced.is_some() {
+            "fenced".into()
+        } else if view.is_active() {
+            "master".into()
+        } else if view.master {
+            "master (not safe to read)".into()
+        } else {
+            "standby".into()
+        }
+    }
+
+    fn fields(&self) -> Map<String, Value> {
+        let view = self.roles.view();
+        let p = self
+            .pipeline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let coord = self.coord.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut m = Map::new();
+        m.insert("master".into(), view.master.into());
+        m.insert("safe_to_read".into(), view.safe_to_read.into());
+        m.insert("fenced".into(), view.fenced.map(|f| f.to_string()).into());
+        m.insert("active".into(), view.is_active().into());
+        m.insert("indexes".into(), p.indexes.into());
+        m.insert("dealer_next_seq".into(), p.dealer_next_seq.into());
+        m.insert("pipeline_cycles".into(), p.cycles.into());
+        m.insert("pipeline_idle".into(), p.idle.into());
+        m.insert("pipeline_error".into(), p.error.into());
+        m.insert("coordination".into(), coord.describe().into());
+        m
+    }
+}
+
+impl Daemon for Indexes {
+    type Config = IndexesConfig;
+    const NAME: &'static str = "indexes";
+
+    async fn start(config: IndexesConfig, ctx: DaemonContext) -> anyhow::Result<Self> {
+        let layout = Layout::new(config.data_root());
+        let lock = DealerLock::acquire(&layout.dealer_lock())?;
+        let options = config.pipeline.storage_options();
+        let open_layout = layout.clone();
+        let storage = tokio::task::spawn_blocking(move || Storage::open(open_layout, options))
+            .await?
+            .with_context(|| format!("opening the storage under {}", layout.storage().display()))?;
+        let storage = Arc::new(storage);
+
+        let reader = bind(&config.server.listen, "server.listen").await?;
+        let manager = bind(&config.indexes.manager_listen, "indexes.manager_listen").await?;
+        let reader_addr = reader.local_addr()?;
+        let manager_addr = manager.local_addr()?;
+
+        let metrics = IndexesMetrics::new();
+        metrics.register(ctx.metrics());
+        let roles = Arc::new(Roles::new(layout.clone(), coordination::host_name()));
+        let view = roles.poll();
+        log::info!(
+            "data root {}: master marker {}, safe_to_read {}{}",
+            layout.root().display(),
+            if view.master { "present" } else { "absent" },
+            if view.safe_to_read { "present" } else { "absent" },
+            view.fenced
+                .map_or_else(String::new, |f| format!(", fenced ({f})"))
+        );
+        let pipeline_status = SharedPipelineStatus::default();
+        let coord_state = SharedCoordState::default();
+        let status = Arc::new(Status {
+            roles: roles.clone(),
+            pipeline: pipeline_status.clone(),
+            coord: coord_state.clone(),
+        });
+        ctx.set_status_source(status.clone());
+
+        let shutdown = ctx.shutdown().clone();
+        let pipeline = Pipeline {
+            storage: storage.clone(),
+            roles: roles.clone(),
+            io: config.io,
+            idle: config.pipeline.idle(),
+            shutdown: shutdown.clone(),
+            metrics: metrics.clone(),
+            status: pipeline_status,
+        }
+        .spawn()
+        .context("starting the pipeline thread")?;
+
+        let mut tasks = Vec::new();
+        // SIGTERM must not wait for the pipeline's sleep to end.
+        let wakeup = roles.wakeup().clone();
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            stop.wait().await;
+            wakeup.notify();
+        }));
+        tasks.push(tokio::spawn(roles::watch_markers(
+            roles.clone(),
+            config.indexes.marker_poll(),
+            shutdown.clone(),
+        )));
+        if let Some(coord_config) = config.coord.coord_config() {
+            let host_port = coordination::advertised(config.indexes.advertise.as_deref(), reader_addr);
+            tasks.push(tokio::spawn(
+                Coordination {
+                    config: coord_config,
+                    host_port,
+                    roles: roles.clone(),
+                    state: coord_state,
+                    metrics: metrics.clone(),
+                    poll: config.indexes.marker_poll(),
+                    shutdown: shutdown.clone(),
+                }
+                .run(),
+            ));
+        }
+
+        let shared = Arc::new(Shared {
+            storage,
+            roles,
+            metrics,
+        });
+        let tracker = WorkTracker::new();
+        let limits = request_limits();
+        tasks.push(tokio::spawn(server::accept_loop(
+            reader,
+            Port {
+                name: "LogReader",
+                handler: Arc::new(ReaderPort(shared.clone())),
+                limits,
+            },
+            tracker.clone(),
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(server::accept_loop(
+            manager,
+            Port {
+                name: "LogManager",
+                handler: Arc::new(ManagerPort(shared)),
+                limits,
+            },
+            tracker.clone(),
+            shutdown,
+        )));
+        log::info!("serving LogReader on {reader_addr}");
+        log::info!("serving LogManager on {manager_addr}");
+        Ok(Indexes {
+            reader_addr,
+            manager_addr,
+            status,
+            tasks,
+            pipeline: Some(pipeline),
+            tracker,
+            _lock: lock,
+        })
+    }
+
+    fn status_line(&self) -> String {
+        self.status.line()
+    }
+
+    async fn reload(&mut self, _config: IndexesConfig) -> anyhow::Result<()> {
+        // The storage options, ports and coordination shape running tasks; they apply at restart.
+        log::info!(
+            "logtank-indexes applies [indexes], [pipeline] and [coord] changes at restart (reader {}, manager {})",
+            self.reader_addr,
+            self.manager_addr
+        );
+        Ok(())
+    }
+
+    async fn shutdown(mut self) -> anyhow::Result<()> {
+        for task in self.tasks.drain(..) {
+            task.await?;
+        }
+        // Requests already read get their replies.
+        self.tracker.wait_idle().await;
+        if let Some(pipeline) = self.pipeline.take() {
+            // The cycle stops at its next durable point; every step it took is complete on disk.
+            tokio::task::spawn_blocking(move || pipeline.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
+        }
+        log::info!("logtank-indexes stopped cleanly");
+        Ok(())
+    }
+}
+
+async fn bind(addr: &str, key: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} ({key})"))
+}

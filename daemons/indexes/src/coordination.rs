@@ -1,0 +1,322 @@
+//! The master's side of coordination (DESIGN §4, §6 "Promotion"): when this host becomes the active master
+//! it bumps `/logtank/epoch`, remembers the new value, and registers `/logtank/services/recovery`
+//! (ephemeral, data `<advertised host>:<reader port>`) so index engines find it. While it serves it polls
+//! the epoch; a newer one means another host was promoted since: this one is fenced (the pipeline stops at
+//! its next durable point, reads are refused, the registration is removed). Demotion (the `master` marker
+//! removed) removes the registration too.
+//!
+//! Nothing here is needed to deal or to serve: a background task connects (retrying for as long as it
+//! takes) and the pipeline runs meanwhile, so the daemon runs fine while the coordination server is down;
+//! it only cannot be found through coordination, nor fenced, until it is back.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use logtank_coord::{paths, Backoff, Coord, CoordConfig, Registration};
+use logtank_runtime::Shutdown;
+use tokio::sync::{oneshot, watch};
+
+use crate::metrics::IndexesMetrics;
+use crate::roles::{Fence, RoleView, Roles};
+
+/// How long removing the registration may take before the node is left to the session's expiry.
+pub const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What `/status` shows about coordination.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CoordState {
+    /// No `coord.servers` configured.
+    #[default]
+    Disabled,
+    Connecting,
+    /// Connected; this host is not the active master, so nothing is registered.
+    Standby,
+    /// Bumping the epoch.
+    Promoting,
+    /// Promoted with `epoch`; `registered` once the recovery node exists.
+    Master {
+        epoch: u64,
+        registered: bool,
+    },
+    Fenced(Fence),
+}
+
+impl CoordState {
+    pub fn describe(&self) -> String {
+        match self {
+            CoordState::Disabled => "no coordination".into(),
+            CoordState::Connecting => "connecting to coordination".into(),
+            CoordState::Standby => "coordination: standby".into(),
+            CoordState::Promoting => "coordination: bumping the epoch".into(),
+            CoordState::Master {
+                epoch,
+                registered: true,
+            } => format!("epoch {epoch}, registered at {}", paths::RECOVERY),
+            CoordState::Master {
+                epoch,
+                registered: false,
+            } => format!("epoch {epoch}, registering at {}", paths::RECOVERY),
+            CoordState::Fenced(f) => format!("fenced: {f}"),
+        }
+    }
+}
+
+pub type SharedCoordState = Arc<Mutex<CoordState>>;
+
+/// The `host:port` to register: `indexes.advertise`, else the reader's bound address with a wildcard IP
+/// replaced by this host's name.
+pub fn advertised(advertise: Option<&str>, bound: SocketAddr) -> String {
+    if let Some(a) = advertise {
+        return a.to_string();
+    }
+    if bound.ip().is_unspecified() {
+        return format!("{}:{}", host_name(), bound.port());
+    }
+    bound.to_string()
+}
+
+/// This host's name, for messages and the advertised address.
+pub fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty() && !h.contains('/'))
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Everything the coordination task needs.
+#[derive(Debug)]
+pub struct Coordination {
+    pub config: CoordConfig,
+    /// Data of the recovery node.
+    pub host_port: String,
+    pub roles: Arc<Roles>,
+    pub state: SharedCoordState,
+    pub metrics: IndexesMetrics,
+    /// How often the epoch is read while this host is the master.
+    pub poll: Duration,
+    pub shutdown: Shutdown,
+}
+
+/// How a phase of the task ended.
+enum Next {
+    /// Start over: wait for the active role again.
+    Again,
+    Shutdown,
+}
+
+impl Coordination {
+    /// Runs until shutdown; never fails (every error is logged and retried).
+    pub async fn run(self) {
+        self.set(CoordState::Connecting);
+        let Some(coord) = self.until_shutdown(connect_forever(&self.config)).await else {
+            return;
+        };
+        let mut roles = self.roles.subscribe();
+        loop {
+            self.set(match self.roles.view().fenced {
+                Some(f) => CoordState::Fenced(f),
+                None => CoordState::Standby,
+            });
+            let active = tokio::select! {
+                r = wait_role(&mut roles, RoleView::is_active) => r,
+                _ = self.shutdown.wait() => false,
+            };
+            if !active {
+                return;
+            }
+            match self.serve_as_master(&coord, &mut roles).await {
+                Next::Again => continue,
+                Next::Shutdown => return,
+            }
+        }
+    }
+
+    /// One term as master: bump, register, watch the epoch, until demotion, fencing or shutdown.
+    async fn serve_as_master(&self, coord: &Coord, roles: &mut watch::Receiver<RoleView>) -> Next {
+        self.set(CoordState::Promoting);
+        let ours = tokio::select! {
+            e = bump_forever(coord) => e,
+            _ = wait_role(roles, |v| !v.is_active()) => return Next::Again,
+            _ = self.shutdown.wait() => return Next::Shutdown,
+        };
+        self.metrics.epoch.set(i64::try_from(ours).unwrap_or(i64::MAX));
+        log::info!(
+            "promoted with epoch {ours}; registering {} = {}",
+            paths::RECOVERY,
+            self.host_port
+        );
+        self.set(CoordState::Master {
+            epoch: ours,
+            registered: false,
+        });
+        let (newer_tx, mut newer_rx) = oneshot::channel();
+        let poller = tokio::spawn(poll_epoch(coord.clone(), ours, self.poll, newer_tx));
+        let register = register_forever(coord, &self.host_port);
+        tokio::pin!(register);
+        let mut registration: Option<Registration> = None;
+        let next = loop {
+            tokio::select! {
+                r = &mut register, if registration.is_none() => {
+                    registration = Some(r);
+                    self.set(CoordState::Master { epoch: ours, registered: true });
+                }
+                theirs = &mut newer_rx => {
+                    if let Ok(theirs) = theirs {
+                        self.fenced(Fence { theirs, ours }).await;
+                    }
+                    break Next::Again;
+                }
+                _ = wait_role(roles, |v| !v.is_active()) => {
+                    log::info!("no longer the active master: removing {}", paths::RECOVERY);
+                    break Next::Again;
+                }
+                _ = self.shutdown.wait() => break Next::Shutdown,
+            }
+        };
+        poller.abort();
+        if let Some(registration) = registration {
+            deregister(registration).await;
+        }
+        next
+    }
+
+    async fn fenced(&self, fence: Fence) {
+        log::error!("{fence}: dealing stopped; this host no longer serves reads");
+        self.set(CoordState::Fenced(fence));
+        self.metrics.fenced.set(1);
+        let roles = self.roles.clone();
+        let _ = tokio::task::spawn_blocking(move || roles.set_fenced(fence)).await;
+    }
+
+    async fn until_shutdown<T>(&self, f: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            v = f => Some(v),
+            _ = self.shutdown.wait() => None,
+        }
+    }
+
+    fn set(&self, s: CoordState) {
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = s;
+    }
+}
+
+/// Waits until the role satisfies `f`; false if the sender is gone. (The `Ref` `wait_for` returns is not
+/// `Send`, so it must not live in a `select!` across an await.)
+async fn wait_role(roles: &mut watch::Receiver<RoleView>, f: impl FnMut(&RoleView) -> bool) -> bool {
+    roles.wait_for(f).await.is_ok()
+}
+
+async fn connect_forever(config: &CoordConfig) -> Coord {
+    let mut backoff = Backoff::default();
+    loop {
+        match Coord::connect(config).await {
+            Ok(coord) => return coord,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                log::warn!(
+                    "{e}; dealing and serving anyway, trying coordination again in {} ms",
+                    delay.as_millis()
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+async fn bump_forever(coord: &Coord) -> u64 {
+    let mut backoff = Backoff::default();
+    loop {
+        match coord.bump_epoch().await {
+            Ok(epoch) => return epoch,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                log::warn!(
+                    "bumping {}: {e}; trying again in {} ms",
+                    paths::EPOCH,
+                    delay.as_millis()
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+async fn register_forever(coord: &Coord, host_port: &str) -> Registration {
+    let mut backoff = Backoff::default();
+    loop {
+        match coord.register(paths::RECOVERY, host_port.as_bytes()).await {
+            Ok(registration) => return registration,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                log::warn!(
+                    "registering {}: {e}; trying again in {} ms",
+                    paths::RECOVERY,
+                    delay.as_millis()
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Reads the epoch every `every`; sends the first one newer than `ours`.
+async fn poll_epoch(coord: Coord, ours: u64, every: Duration, newer: oneshot::Sender<u64>) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(every).await;
+        match coord.epoch().await {
+            Ok(epoch) if epoch > ours => {
+                let _ = newer.send(epoch);
+                return;
+            }
+            Ok(_) => {
+                if failing {
+                    log::info!("reading {} works again", paths::EPOCH);
+                }
+                failing = false;
+            }
+            Err(e) => {
+                if !failing {
+                    log::warn!(
+                        "reading {}: {e}; fencing is not checked until it answers",
+                        paths::EPOCH
+                    );
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+async fn deregister(registration: Registration) {
+    match tokio::time::timeout(DEREGISTER_TIMEOUT, registration.deregister()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => log::warn!("{}: {e}; the node goes when the session expires", paths::RECOVERY),
+        Err(_) => log::warn!(
+            "{}: not deregistered within {} ms; the node goes when the session expires",
+            paths::RECOVERY,
+            DEREGISTER_TIMEOUT.as_millis()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_address() {
+        let any: SocketAddr = "0.0.0.0:15100".parse().unwrap();
+        let one: SocketAddr = "10.1.2.3:15100".parse().unwrap();
+        assert_eq!(advertised(Some("r1:1"), any), "r1:1");
+        assert_eq!(advertised(None, one), "10.1.2.3:15100");
+        let named = advertised(None, any);
+        assert!(
+            named.ends_with(":15100") && !named.starts_with("0.0.0.0"),
+            "{named}"
+        );
+    }
+}

@@ -1,0 +1,434 @@
+//! Who this reader is: the marker files (`<root>/master`, `<root>/storage/safe_to_read` or the legacy
+//! `<root>/safe_to_read`), and whether a newer master fenced it. Everything that gates on the role asks
+//! here: `read_page` and the manager's mutating calls (refused with a message that says why and where to
+//! go instead), the pipeline (runs only while [`RoleView::is_active`]), coordination (registers only then).
+//!
+//! The markers are looked at every `indexes.marker_poll_ms` by [`watch_markers`]; the pipeline's
+//! `keep_going` and the request gates look at the files themselves ([`Roles::live_view`]), so a removed
+//! `master` stops dealing at the next durable point and refuses the next read without waiting for a poll.
+//!
+//! Fencing is remembered in `<root>/storage/fenced` until the host is demoted (its `master` marker
+//! removed): a fenced master that restarts must not bump the epoch again and fence the real master back.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+use logtank_runtime::Shutdown;
+use logtank_storage::Layout;
+use tokio::sync::watch;
+
+/// The largest fence file read back (two decimal epochs and a little text).
+const FENCE_FILE_BYTES_MAX: u64 = 256;
+
+/// Another master's epoch is newer than the one this host was promoted with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub theirs: u64,
+    pub ours: u64,
+}
+
+impl fmt::Display for Fence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "another master took over (epoch {} > ours {})",
+            self.theirs, self.ours
+        )
+    }
+}
+
+/// The role at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RoleView {
+    pub master: bool,
+    pub safe_to_read: bool,
+    pub fenced: Option<Fence>,
+}
+
+impl RoleView {
+    /// The active master: both markers, not fenced. Only then the pipeline runs and reads are served.
+    pub fn is_active(&self) -> bool {
+        self.master && self.safe_to_read && self.fenced.is_none()
+    }
+}
+
+/// Why a request that needs the active master is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotServing {
+    #[error(
+        "logtank-indexes on {host} is not the master ({} does not exist): recover from the master's reader \
+         (/logtank/services/recovery)",
+        marker.display()
+    )]
+    NotMaster { host: String, marker: PathBuf },
+    #[error(
+        "logtank-indexes on {host} is the master but its data is not known complete ({} does not exist; \
+         {} is honoured too): create it once this host holds the whole history, or recover from another \
+         reader (/logtank/services/recovery)",
+        marker.display(),
+        legacy.display()
+    )]
+    NotSafeToRead {
+        host: String,
+        marker: PathBuf,
+        legacy: PathBuf,
+    },
+    #[error(
+        "logtank-indexes on {host} was fenced: {fence}; recover from the master's reader \
+         (/logtank/services/recovery). Remove {} to demote this host",
+        marker.display()
+    )]
+    Fenced {
+        host: String,
+        fence: Fence,
+        marker: PathBuf,
+    },
+}
+
+impl NotServing {
+    /// The metrics label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            NotServing::NotMaster { .. } => "not_master",
+            NotServing::NotSafeToRead { .. } => "not_safe_to_read",
+            NotServing::Fenced { .. } => "fenced",
+        }
+    }
+}
+
+/// Wakes the pipeline thread early (a role change, shutdown) from its sleep.
+#[derive(Debug, Default)]
+pub struct Wakeup {
+    generation: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Wakeup {
+    pub fn notify(&self) {
+        *self.generation.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.cv.notify_all();
+    }
+
+    /// Sleeps for `duration` or until [`Wakeup::notify`], whichever comes first.
+    pub fn sleep(&self, duration: Duration) {
+        let guard = self.generation.lock().unwrap_or_else(PoisonError::into_inner);
+        let start = *guard;
+        let _ = self
+            .cv
+            .wait_timeout_while(guard, duration, |g| *g == start)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+}
+
+/// The shared role state of one daemon.
+#[derive(Debug)]
+pub struct Roles {
+    layout: Layout,
+    host: String,
+    fenced: Mutex<Option<Fence>>,
+    view: watch::Sender<RoleView>,
+    wakeup: Arc<Wakeup>,
+}
+
+impl Roles {
+    /// Reads the markers and the remembered fence. A fence file without a `master` marker is stale (the
+    /// host was demoted while the daemon was down) and removed.
+    pub fn new(layout: Layout, host: String) -> Roles {
+        let mut fenced = read_fence(&fence_path(&layout));
+        if fenced.is_some() && !layout.is_master() {
+            clear_fence_file(&fence_path(&layout));
+            fenced = None;
+        }
+        if let Some(fence) = fenced {
+            log::warn!(
+                "fenced since an earlier run: {fence} (remembered in {}); dealing stays stopped until {} is \
+                 removed",
+                fence_path(&layout).display(),
+                layout.master_marker().display()
+            );
+        }
+        let initial = RoleView {
+            master: layout.is_master(),
+            safe_to_read: layout.is_safe_to_read(),
+            fenced,
+        };
+        let (view, _) = watch::channel(initial);
+        Roles {
+            layout,
+            host,
+            fenced: Mutex::new(fenced),
+            view,
+            wakeup: Arc::new(Wakeup::default()),
+        }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn wakeup(&self) -> &Arc<Wakeup> {
+        &self.wakeup
+    }
+
+    /// The role as last polled.
+    pub fn view(&self) -> RoleView {
+        *self.view.borrow()
+    }
+
+    /// Sees every change of the polled role.
+    pub fn subscribe(&self) -> watch::Receiver<RoleView> {
+        self.view.subscribe()
+    }
+
+    pub fn fence(&self) -> Option<Fence> {
+        *self.fenced.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The role from the files themselves (two `stat`s), for gates that must not wait for a poll.
+    pub fn live_view(&self) -> RoleView {
+        RoleView {
+            master: self.layout.is_master(),
+            safe_to_read: self.layout.is_safe_to_read(),
+            fenced: self.fence(),
+        }
+    }
+
+    /// `Ok` when this host is the active master right now, else why not.
+    pub fn check_serving(&self) -> Result<(), NotServing> {
+        let view = self.live_view();
+        if !view.master {
+            return Err(NotServing::NotMaster {
+                host: self.host.clone(),
+                marker: self.layout.master_marker(),
+            });
+        }
+        if let Some(fence) = view.fenced {
+            return Err(NotServing::Fenced {
+                host: self.host.clone(),
+                fence,
+                marker: self.layout.master_marker(),
+            });
+        }
+        if !view.safe_to_read {
+            return Err(NotServing::NotSafeToRead {
+                host: self.host.clone(),
+                marker: self.layout.safe_to_read_marker(),
+                legacy: self.layout.legacy_safe_to_read_marker(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records that a newer master took over: remembered on disk, the pipeline stops at its next durable
+    /// point. Blocking file IO (a few bytes, fsynced).
+    pub fn set_fenced(&self, fence: Fence) {
+        *self.fenced.lock().unwrap_or_else(PoisonError::into_inner) = Some(fence);
+        let path = fence_path(&self.layout);
+        if let Err(e) = write_fence(&path, fence) {
+            log::error!(
+                "cannot remember the fence in {}: {e}; a restart would take over again",
+                path.display()
+            );
+        }
+        self.poll();
+    }
+
+    /// Reads the markers and publishes a change. Demotion clears a fence.
+    pub fn poll(&self) -> RoleView {
+        let master = self.layout.is_master();
+        if !master {
+            let mut fenced = self.fenced.lock().unwrap_or_else(PoisonError::into_inner);
+            if fenced.take().is_some() {
+                clear_fence_file(&fence_path(&self.layout));
+                log::info!(
+                    "demoted: the fence is cleared; touching the master marker again is a new promotion"
+                );
+            }
+        }
+        let now = RoleView {
+            master,
+            safe_to_read: self.layout.is_safe_to_read(),
+            fenced: self.fence(),
+        };
+        let changed = self.view.send_if_modified(|view| {
+            if *view == now {
+                return false;
+            }
+            log_change(&self.layout, view, &now);
+            *view = now;
+            true
+        });
+        if changed {
+            self.wakeup.notify();
+        }
+        now
+    }
+}
+
+fn log_change(layout: &Layout, old: &RoleView, new: &RoleView) {
+    if old.master != new.master {
+        if new.master {
+            log::info!(
+                "{} appeared: this host is the master",
+                layout.master_marker().display()
+            );
+        } else {
+            log::warn!(
+                "{} is gone: this host is no longer the master; the pipeline stops and reads are refused",
+                layout.master_marker().display()
+            );
+        }
+    }
+    if old.safe_to_read != new.safe_to_read {
+        if new.safe_to_read {
+            log::info!("safe_to_read appeared: this host's data is complete");
+        } else {
+            log::warn!(
+                "{} is gone: this host's data is not known complete; the pipeline stops and reads are refused",
+                layout.safe_to_read_marker().display()
+            );
+        }
+    }
+    if old.is_active() != new.is_active() {
+        if new.is_active() {
+            log::info!("active master: dealing and serving reads");
+        } else {
+            log::info!("not the active master: pipeline idle");
+        }
+    }
+}
+
+/// Polls the markers every `every` until shutdown.
+pub async fn watch_markers(roles: Arc<Roles>, every: Duration, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait() => return,
+        }
+        let roles = roles.clone();
+        // A few stats and, on demotion, an unlink: blocking calls, kept off the async workers.
+        if tokio::task::spawn_blocking(move || roles.poll()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `<root>/storage/fenced`.
+pub fn fence_path(layout: &Layout) -> PathBuf {
+    layout.storage().join("fenced")
+}
+
+fn read_fence(path: &Path) -> Option<Fence> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).ok()?;
+    let mut text = String::new();
+    file.take(FENCE_FILE_BYTES_MAX).read_to_string(&mut text).ok()?;
+    let mut numbers = text.split_whitespace().filter_map(|w| w.parse::<u64>().ok());
+    let theirs = numbers.next()?;
+    let ours = numbers.next()?;
+    Some(Fence { theirs, ours })
+}
+
+fn write_fence(path: &Path, fence: Fence) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join("fenced.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    writeln!(
+        file,
+        "{} {}\n# another master took over (epoch {} > ours {}); removed when this host is demoted",
+        fence.theirs, fence.ours, fence.theirs, fence.ours
+    )?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn clear_fence_file(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => log::warn!("cannot remove {}: {e}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(p: &Path) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"").unwrap();
+    }
+
+    // Proves each missing marker gives its own refusal, naming the file, and both markers make it active;
+    // the legacy /data/safe_to_read counts.
+    #[test]
+    fn gating_follows_the_markers() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let roles = Roles::new(layout.clone(), "h1".into());
+        let e = roles.check_serving().unwrap_err();
+        assert_eq!(e.label(), "not_master");
+        assert!(e.to_string().contains("on h1 is not the master"), "{e}");
+        assert!(e
+            .to_string()
+            .contains(&layout.master_marker().display().to_string()));
+        touch(&layout.master_marker());
+        let e = roles.check_serving().unwrap_err();
+        assert_eq!(e.label(), "not_safe_to_read");
+        assert!(e.to_string().contains("safe_to_read does not exist"), "{e}");
+        touch(&layout.legacy_safe_to_read_marker());
+        assert!(roles.check_serving().is_ok());
+        assert!(roles.poll().is_active());
+    }
+
+    // Proves a fence is remembered across a restart while the host stays master, and demotion clears it.
+    #[test]
+    fn fence_survives_restart_until_demotion() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        touch(&layout.master_marker());
+        touch(&layout.safe_to_read_marker());
+        let roles = Roles::new(layout.clone(), "h".into());
+        assert!(roles.poll().is_active());
+        roles.set_fenced(Fence { theirs: 5, ours: 3 });
+        assert!(!roles.view().is_active());
+        let e = roles.check_serving().unwrap_err();
+        assert!(e.to_string().contains("epoch 5 > ours 3"), "{e}");
+        let again = Roles::new(layout.clone(), "h".into());
+        assert_eq!(again.fence(), Some(Fence { theirs: 5, ours: 3 }));
+        std::fs::remove_file(layout.master_marker()).unwrap();
+        assert_eq!(again.poll().fenced, None);
+        assert!(!fence_path(&layout).exists());
+        touch(&layout.master_marker());
+        assert!(again.poll().is_active());
+    }
+
+    // Proves the pipeline's sleep ends early on notify.
+    #[test]
+    fn wakeup_interrupts_sleep() {
+        let w = Arc::new(Wakeup::default());
+        let w2 = w.clone();
+        let t = std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            w2.sleep(Duration::from_secs(60));
+            start.elapsed()
+        });
+        // Notified until it wakes: a notify before the sleep began would be missed, by design.
+        while !t.is_finished() {
+            w.notify();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(t.join().unwrap() < Duration::from_secs(30));
+    }
+}
