@@ -172,7 +172,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A stream reader resuming at `pos` inside a message that began at `message_start`.
-    fn resume(buf: &'a [u8], message_start: usize, pos: usize, limits: &Limits) -> Self {
+    pub(crate) fn resume(buf: &'a [u8], message_start: usize, pos: usize, limits: &Limits) -> Self {
         Reader {
             buf,
             pos,

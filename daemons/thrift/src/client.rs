@@ -244,7 +244,15 @@ impl Client {
                     };
                 }
                 Ok(None) => {}
-                Err(e) => return Err(ClientError::Protocol(e.to_string())),
+                Err(e) => {
+                    // The typed decoder meets the same error and can say in which field.
+                    let scan_message = e.to_string();
+                    let message = match decode(&self.inbuf, &self.limits) {
+                        Err(DecodeError::Invalid(m)) if m.starts_with(&scan_message) => m,
+                        _ => scan_message,
+                    };
+                    return Err(ClientError::Protocol(message));
+                }
             }
             let old = self.inbuf.len();
             self.inbuf.resize(old + READ_CHUNK_BYTES, 0);

@@ -297,6 +297,7 @@ impl CallDecoder {
             Ok(None) | Err(DecodeError::Incomplete) => return Ok(None),
             Err(DecodeError::Invalid(m)) => {
                 self.scanner = MessageScanner::new();
+                let m = with_context(m, header.name, buf, body_start, &self.limits);
                 return Err(CallDecodeError {
                     seqid: Some(header.seqid),
                     name: Some(header.name.to_string()),
@@ -317,6 +318,19 @@ impl CallDecoder {
             error_kind,
         };
         Ok(Some((incoming, end)))
+    }
+}
+
+/// The scanner knows what is wrong but not in which field; the arguments' decoder, run over the same
+/// bytes, meets the same error and says where ("… in field 4 of LogRecord in element 2 of …"). Its message
+/// is used only when it is that same error (an argument error earlier in the message could come first).
+fn with_context(scan_message: String, name: &str, buf: &[u8], body_start: usize, limits: &Limits) -> String {
+    let Some(method) = Method::from_name(name) else {
+        return scan_message;
+    };
+    match read_args(&mut Reader::resume(buf, 0, body_start, limits), method) {
+        Err(DecodeError::Invalid(m)) if m.starts_with(&scan_message) => m,
+        _ => scan_message,
     }
 }
 
@@ -944,6 +958,27 @@ mod tests {
             .call
             .unwrap_err()
             .starts_with("delete_index: invalid index_code \"../etc\""));
+    }
+
+    /// A length over the limit inside a batch is a stream error whose message says where it is.
+    #[test]
+    fn stream_error_names_the_field() {
+        let mut out = Vec::new();
+        let mut w = Writer::new(&mut out);
+        w.message_header("send_batch", message_type::CALL, 8);
+        w.field(ttype::STRUCT, 1)
+            .field(ttype::LIST, 1)
+            .list_header(ttype::STRUCT, 2);
+        w.field(ttype::STRING, 4).string("ok").stop();
+        w.field(ttype::STRING, 4).i32(i32::MAX);
+        let err = decode_call(&out, &lim()).unwrap_err();
+        assert_eq!(err.seqid, Some(8));
+        assert_eq!(
+            err.message,
+            "invalid message send_batch: string length 2147483647 exceeds the limit of 16777216 bytes \
+             in field 4 of LogRecord in element 1 of list<LogRecord> in field 1 of LogBatch \
+             in field 1 of send_batch_args"
+        );
     }
 
     /// Garbage and non-strict headers make the stream unusable.
