@@ -272,7 +272,12 @@ async fn send_batch(batch: logtank_thrift::LogBatch, ctx: &ConnContext) -> Resul
     let journal = &ctx.journal;
     // The append copies the payload into the journal's staging buffer and waits when the disk is far
     // behind (bounded staging): blocking, so off the async workers' hands.
-    let appended = tokio::task::block_in_place(|| journal.append(&prepared.payload));
+    let appended = if multi_threaded() {
+        tokio::task::block_in_place(|| journal.append(&prepared.payload))
+    } else {
+        // A current-thread runtime (an in-process test) cannot hand its only worker over.
+        journal.append(&prepared.payload)
+    };
     let seq = appended.map_err(|e| journal_failure(ctx, "appending", e))?;
     let acked = match settings.ack {
         AckMode::Fsync => journal.durable(seq).await,
@@ -281,6 +286,10 @@ async fn send_batch(batch: logtank_thrift::LogBatch, ctx: &ConnContext) -> Resul
     acked.map_err(|e| journal_failure(ctx, "waiting for", e))?;
     shared.count_batch(prepared.records, prepared.payload.len());
     Ok(())
+}
+
+fn multi_threaded() -> bool {
+    tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
 }
 
 /// A journal error: the batch may or may not be in the log, so the client must retry; a failed journal

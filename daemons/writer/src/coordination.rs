@@ -23,11 +23,18 @@ pub enum CoordState {
     #[default]
     Disabled,
     Connecting,
-    /// The node exists (or is being registered again by the keeper after a session change).
+    /// The node exists.
     Registered {
         path: String,
     },
+    /// The node went with its session (or was deleted); logtank-coord's keeper is registering it again.
+    Reregistering {
+        path: String,
+    },
 }
+
+/// How often the task looks at the registration's session for `/status`.
+const STATE_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The `host:port` to register: `writer.advertise`, else the bound address with a wildcard IP replaced by
 /// the host's name.
@@ -57,7 +64,17 @@ pub async fn run(config: CoordConfig, host_port: String, state: Arc<Mutex<CoordS
         _ = shutdown.wait() => return,
     };
     set(CoordState::Registered { path: path.clone() });
-    shutdown.wait().await;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(STATE_REFRESH_INTERVAL) => {}
+            _ = shutdown.wait() => break,
+        }
+        let path = path.clone();
+        set(match registration.session() {
+            Some(_) => CoordState::Registered { path },
+            None => CoordState::Reregistering { path },
+        });
+    }
     match tokio::time::timeout(DEREGISTER_TIMEOUT, registration.deregister()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => log::warn!("{path}: {e}; the node goes when the session expires"),

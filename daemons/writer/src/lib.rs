@@ -137,6 +137,7 @@ impl Shared {
             CoordState::Disabled => "disabled".into(),
             CoordState::Connecting => "connecting".into(),
             CoordState::Registered { path } => format!("registered {path}"),
+            CoordState::Reregistering { path } => format!("registering {path} again"),
         }
     }
 }
