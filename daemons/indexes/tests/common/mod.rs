@@ -26,6 +26,7 @@ pub struct Daemon {
     pub root: PathBuf,
     config: PathBuf,
     log_path: PathBuf,
+    args: Vec<String>,
 }
 
 /// The config every test starts from: ephemeral ports, fast marker polling and idle pipeline.
@@ -47,6 +48,11 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with the config and log files named after `name` (two daemons in one dir).
     pub fn start_named(root: &Path, name: &str, extra: &str) -> Daemon {
+        Daemon::start_args(root, name, extra, &[])
+    }
+
+    /// Like [`Daemon::start_named`], with extra command-line arguments (kept for restarts).
+    pub fn start_args(root: &Path, name: &str, extra: &str, args: &[&str]) -> Daemon {
         std::fs::create_dir_all(root).unwrap();
         let config = root.join(format!("{name}.toml"));
         let pipeline = if extra.contains("[pipeline]") {
@@ -55,13 +61,15 @@ impl Daemon {
             "[pipeline]\nidle_ms = 50\n".to_string()
         };
         std::fs::write(&config, format!("{}{pipeline}{extra}", base_config(root))).unwrap();
-        Daemon::start_with(root, &config, &root.join(format!("{name}.log")))
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        Daemon::start_with(root, &config, &root.join(format!("{name}.log")), &args)
     }
 
-    fn start_with(root: &Path, config: &Path, log_path: &Path) -> Daemon {
+    fn start_with(root: &Path, config: &Path, log_path: &Path, args: &[String]) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_logtank-indexes"))
             .arg("--config")
             .arg(config)
+            .args(args)
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -105,19 +113,25 @@ impl Daemon {
             root: root.to_path_buf(),
             config: config.to_path_buf(),
             log_path: log_path.to_path_buf(),
+            args: args.to_vec(),
         }
     }
 
     /// Starts again on the same data and config (new ports).
     pub fn restart(mut self) -> Daemon {
         self.stop();
-        Daemon::start_with(&self.root.clone(), &self.config.clone(), &self.log_path.clone())
+        Daemon::start_with(
+            &self.root.clone(),
+            &self.config.clone(),
+            &self.log_path.clone(),
+            &self.args.clone(),
+        )
     }
 
     /// Starts again after a kill (the process must be gone).
     pub fn start_again(&mut self) {
         assert!(self.child.is_none());
-        let again = Daemon::start_with(&self.root, &self.config, &self.log_path);
+        let again = Daemon::start_with(&self.root, &self.config, &self.log_path, &self.args);
         *self = again;
     }
 
