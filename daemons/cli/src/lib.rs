@@ -1,11 +1,21 @@
-//! The `logtank` command: run the suite locally (`up`), inspect journals (`journal …`), and look into
-//! coordination (`zk …`), measure a server (`bench zk`).
+//! The `logtank` command: run the suite locally (`up`), see this host's daemons (`status`), write records
+//! (`send`, `generate`), read them back (`read`, `recover`, `tail`), manage the per-index logs (`indexes …`),
+//! inspect journals (`journal …`), look into coordination (`zk …`), measure a server (`bench zk`).
 //!
-//! Later issues add the client commands (send, read, recover, tail, status) here.
+//! One module per command (`*_cmd.rs` where the plain name is taken); what several share lives once:
+//! `endpoint` (addresses, connect, server errors), `records` (JSON lines), `progress` (counts and rates).
 #![forbid(unsafe_code)]
 
 pub mod bench_cmd;
+pub mod endpoint;
+pub mod generate;
+pub mod indexes_cmd;
 pub mod journal_cmd;
+pub mod progress;
+pub mod read;
+pub mod records;
+pub mod send;
+pub mod status;
 pub mod up;
 pub mod zk_cmd;
 
@@ -29,6 +39,20 @@ pub struct Cli {
 pub enum Command {
     /// Run the suite on this machine in the foreground, on loopback; Ctrl-C stops it.
     Up(up::UpArgs),
+    /// One line per daemon of this host (its admin /status) and the marker files of its data root.
+    Status(status::StatusArgs),
+    /// Send records from JSON lines (a file or stdin) to the writer, in batches.
+    Send(send::SendArgs),
+    /// Generate N document operations (adds, updates, deletes, re-adds) and send them, or print them.
+    Generate(generate::GenerateArgs),
+    /// Print an index's whole history as JSON lines, as a recovering index engine reads it.
+    Read(read::ReadArgs),
+    /// Read an index's whole history, replay it, and report records, documents and throughput.
+    Recover(read::RecoverArgs),
+    /// Follow new records of one or more indexes, as JSON lines.
+    Tail(read::TailArgs),
+    /// The log manager: list indexes, show their segments, the raw log and the optimization queue.
+    Indexes(indexes_cmd::IndexesArgs),
     /// Inspect or repair a journal directory (offline: stop the daemon that owns it first).
     Journal {
         #[command(subcommand)]
@@ -47,17 +71,34 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => up::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Send(args) => send::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Read(args) => read::read(args),
+        Command::Recover(args) => read::recover(args),
+        Command::Tail(args) => read::tail(args),
+        Command::Indexes(args) => indexes_cmd::run(args),
         Command::Journal { command } => journal_cmd::run(command),
         Command::Zk(args) => zk_cmd::run(args),
         Command::Bench { command } => bench_cmd::run(command),
     };
     match result {
         Ok(code) => code,
+        // A reader that went away (`logtank read x | head`) is not an error of ours.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("logtank: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Where the daemon binaries are: next to this executable (a cargo build or /usr/bin with /usr/sbin), then PATH.

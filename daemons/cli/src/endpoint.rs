@@ -1,0 +1,79 @@
+//! Where the storage services are and how the commands talk to them: the default addresses (DESIGN §2, on
+//! loopback), their environment overrides, one connect with an error that says what to do, and the
+//! server errors the commands react to.
+//!
+//! Every call goes through `logtank_thrift::Client` (blocking, one request at a time per connection); a
+//! server's exception reaches the user as the server's own message.
+
+use anyhow::{Context, Result};
+use logtank_thrift::{Client, ClientConfig, ClientError};
+
+/// IndexTank's LogWriter port on this machine; `LOGTANK_WRITER` overrides it.
+pub const WRITER_DEFAULT: &str = "127.0.0.1:15000";
+/// IndexTank's LogReader port on this machine; `LOGTANK_READER` overrides it.
+pub const READER_DEFAULT: &str = "127.0.0.1:15100";
+/// IndexTank's LogManager port on this machine; `LOGTANK_MANAGER` overrides it.
+pub const MANAGER_DEFAULT: &str = "127.0.0.1:16000";
+
+/// Connects to `addr`, the service a person knows as `what` ("writer", "reader", "manager").
+pub fn connect(what: &str, addr: &str) -> Result<Client> {
+    Client::connect(addr, &ClientConfig::default()).with_context(|| {
+        format!(
+            "cannot reach the {what} at {addr} (is logtank running? `logtank up` starts the suite on this \
+             machine; --{what} HOST:PORT or LOGTANK_{} points elsewhere)",
+            what.to_uppercase()
+        )
+    })
+}
+
+/// True for the reader's "token expired" error: the position a page token named was compacted or removed,
+/// and the read must start again from the beginning. The storage layer's message says "restart the
+/// recovery from the beginning"; DESIGN §4 calls it "token expired". Exceptions carry no finer type than
+/// INTERNAL_ERROR, so the message is all a client has.
+pub fn is_token_expired(e: &ClientError) -> bool {
+    match e {
+        ClientError::Application { message, .. } => {
+            let m = message.to_ascii_lowercase();
+            m.contains("token expired") || m.contains("restart the recovery from the beginning")
+        }
+        _ => false,
+    }
+}
+
+/// True for the reader's "index … does not exist on this host" (no record of it yet).
+pub fn is_no_such_index(e: &ClientError) -> bool {
+    matches!(e, ClientError::Application { message, .. } if message.contains("does not exist on this host"))
+}
+
+/// True when the connection itself failed (the server went away), as opposed to an answer.
+pub fn is_connection_error(e: &ClientError) -> bool {
+    matches!(e, ClientError::Io(_) | ClientError::Closed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logtank_thrift::ExceptionKind;
+
+    fn app(message: &str) -> ClientError {
+        ClientError::Application {
+            kind: ExceptionKind::InternalError,
+            message: message.into(),
+        }
+    }
+
+    // Proves the storage layer's real expiry and missing-index messages are recognised, and nothing else.
+    #[test]
+    fn recognises_server_errors() {
+        let expired =
+            "the read position of index \"a\" is gone (raw segment 3 is gone (removed by retention)): \
+                       the segment it pointed to was compacted or removed; restart the recovery from the \
+                       beginning (an initial token)";
+        assert!(is_token_expired(&app(expired)));
+        assert!(is_token_expired(&app("token expired")));
+        assert!(!is_token_expired(&app("not master")));
+        assert!(!is_token_expired(&ClientError::Closed));
+        assert!(is_no_such_index(&app("index \"a\" does not exist on this host")));
+        assert!(!is_no_such_index(&app(expired)));
+    }
+}
