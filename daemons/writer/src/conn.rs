@@ -38,6 +38,8 @@ use crate::Shared;
 pub const READ_CHUNK_BYTES_MAX: usize = 1 << 20;
 /// The first buffer of a connection; it grows (up to the message limit) only for larger messages.
 const READ_BUFFER_BYTES_INITIAL: usize = 64 << 10;
+/// A connection's buffer is given back when it is larger than this and empty.
+const IDLE_BUFFER_BYTES_MAX: usize = 2 * READ_CHUNK_BYTES_MAX;
 /// Message bytes beyond `writer.batch_bytes_max`: the message header, the list header, and the
 /// difference between a client's encoding and ours (timestamps a client already set).
 pub const MESSAGE_OVERHEAD_BYTES: usize = 64 << 10;
@@ -140,6 +142,10 @@ async fn serve_inner(stream: &mut TcpStream, ctx: &ConnContext) -> End {
             match decode_call(&buf, &ctx.limits) {
                 Ok(Some((call, used))) => {
                     buf.drain(..used);
+                    if buf.is_empty() && buf.capacity() > IDLE_BUFFER_BYTES_MAX {
+                        // One large batch must not pin its buffer for the connection's life.
+                        buf = Vec::with_capacity(READ_BUFFER_BYTES_INITIAL);
+                    }
                     last_incomplete = 0;
                     out.clear();
                     handle(call, ctx, &mut out).await;
