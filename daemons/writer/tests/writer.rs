@@ -534,3 +534,54 @@ fn check_config_of_the_shipped_file() {
     assert!(stdout.contains("listen = \"0.0.0.0:15000\""), "{stdout}");
     assert!(stdout.contains("ack = \"fsync\""), "{stdout}");
 }
+
+// Proves the writer tolerates the indexes daemon moving closed segments (all but the newest) from raw/live
+// to raw/history while it runs and between runs: it keeps appending, restarts on what is left, and live
+// plus history hold every batch once, in order.
+#[test]
+fn closed_segments_moved_to_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[writer]\nsegment_size_bytes = 65536\nbatch_bytes_max = 16384\n";
+    let mut w = Writer::start(dir.path(), extra, &[]);
+    let history = logtank_writer::config::raw_history_dir(dir.path());
+    std::fs::create_dir_all(&history).unwrap();
+    let move_closed = || {
+        let mut segs = segments(dir.path());
+        segs.pop();
+        for s in segs {
+            std::fs::rename(&s, history.join(s.file_name().unwrap())).unwrap();
+        }
+    };
+    let mut sent = Vec::new();
+    for round in 0..3 {
+        let mut c = w.client();
+        for i in 0..60 {
+            let key = format!("r{round}-{i}");
+            c.send_batch(&batch("idx", &key, 20)).unwrap();
+            sent.push(key);
+            if i % 20 == 10 {
+                move_closed();
+            }
+        }
+        w = w.restart();
+        move_closed();
+    }
+    w.stop();
+    assert!(
+        std::fs::read_dir(&history).unwrap().count() > 3,
+        "the test must have moved segments"
+    );
+    let found: Vec<String> = read_raw_log(dir.path())
+        .into_iter()
+        .map(|b| {
+            assert_eq!(b.len(), 20);
+            b[0].docid
+                .clone()
+                .unwrap()
+                .strip_suffix("-0")
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(found, sent);
+}

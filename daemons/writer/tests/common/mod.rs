@@ -334,18 +334,32 @@ pub fn app_error(result: Result<(), ClientError>) -> String {
     }
 }
 
-/// Every batch in the raw log under `root` (live, then history if present, read with the journal's
-/// reader), each as its records. Only for a writer that is not running: the reader's recovery scan is not
-/// meant for a directory a live journal appends to.
+/// Every batch in the raw log under `root` (history, then live, each read with the journal's reader), each
+/// as its records. Only for a writer that is not running: the reader's recovery scan is not meant for a
+/// directory a live journal appends to.
 pub fn read_raw_log(root: &Path) -> Vec<Vec<LogRecord>> {
-    let dir = raw_live_dir(root);
-    let (reader, _report) = logtank_journal::Reader::open_dir(&dir, 1, 256 << 20).unwrap();
-    let mut batches = Vec::new();
-    for record in reader {
-        let record = record.unwrap();
-        batches.push(decode_batch_payload(&record.payload));
-    }
+    let history = logtank_writer::config::raw_history_dir(root);
+    let mut batches = if history.is_dir() {
+        read_journal_dir(&history)
+    } else {
+        Vec::new()
+    };
+    batches.extend(read_journal_dir(&raw_live_dir(root)));
     batches
+}
+
+/// Every batch of one journal directory, from its first record (which is not 1 once the indexes daemon
+/// moved older segments away).
+pub fn read_journal_dir(dir: &Path) -> Vec<Vec<LogRecord>> {
+    let open = |from| logtank_journal::Reader::open_dir(dir, from, 256 << 20);
+    let (reader, report) = open(1).unwrap();
+    let reader = match report.segments.first() {
+        Some(first) if first.first_seq > 1 => open(first.first_seq).unwrap().0,
+        _ => reader,
+    };
+    reader
+        .map(|record| decode_batch_payload(&record.unwrap().payload))
+        .collect()
 }
 
 /// Splits a raw log record's payload into its Thrift-encoded records; panics on any leftover byte.
