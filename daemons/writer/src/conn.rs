@@ -136,6 +136,8 @@ async fn serve_inner(stream: &mut TcpStream, ctx: &ConnContext) -> End {
     // incomplete attempt (a 16 MiB batch arriving in pieces is not walked once per piece).
     let mut last_incomplete = 0usize;
     let mut decode_now = false;
+    // Set when shutdown finds a request half read: the rest must arrive by then.
+    let mut grace_until: Option<tokio::time::Instant> = None;
     loop {
         if decode_now && !buf.is_empty() {
             decode_now = false;
@@ -179,7 +181,8 @@ async fn serve_inner(stream: &mut TcpStream, ctx: &ConnContext) -> End {
             if buf.is_empty() {
                 return End::Clean;
             }
-            match tokio::time::timeout(SHUTDOWN_READ_GRACE, read_some(stream, &mut buf, want)).await {
+            let until = *grace_until.get_or_insert_with(|| tokio::time::Instant::now() + SHUTDOWN_READ_GRACE);
+            match tokio::time::timeout_at(until, read_some(stream, &mut buf, want)).await {
                 Ok(r) => r,
                 Err(_) => {
                     return End::Broken(format!(
@@ -203,7 +206,8 @@ async fn serve_inner(stream: &mut TcpStream, ctx: &ConnContext) -> End {
                     buf.len()
                 ))
             }
-            Ok(n) => decode_now = n < want || buf.len() >= 2 * last_incomplete.max(1),
+            // Also at the size limit: what is there must be decoded once before it is called too large.
+            Ok(n) => decode_now = n < want || buf.len() >= max || buf.len() >= 2 * last_incomplete.max(1),
             Err(e) => return End::Broken(format!("reading: {e}")),
         }
     }

@@ -169,6 +169,8 @@ impl StatusSource for Shared {
 /// The running writer, as the runtime drives it.
 pub struct Writer {
     config: WriterConfig,
+    /// `writer.batch_bytes_max` at start: the journal's record limit, which only a restart changes.
+    journal_record_bytes_max: u32,
     shared: Arc<Shared>,
     journal: Arc<Journal>,
     tracker: WorkTracker,
@@ -266,13 +268,8 @@ impl Daemon for Writer {
             raw_live.display(),
             journal.backend()
         );
-        if shared.readonly.is_on() {
-            log::warn!(
-                "starting readonly: {}",
-                shared.readonly.status().reasons.join("; ")
-            );
-        }
         Ok(Writer {
+            journal_record_bytes_max: config.writer.batch_bytes_max,
             config,
             shared,
             journal,
@@ -290,10 +287,12 @@ impl Daemon for Writer {
 
     async fn reload(&mut self, config: WriterConfig) -> anyhow::Result<()> {
         let old = &self.config;
-        if config.writer.batch_bytes_max > old.writer.batch_bytes_max {
+        if config.writer.batch_bytes_max > self.journal_record_bytes_max {
             anyhow::bail!(
-                "writer.batch_bytes_max can only grow at a restart (the journal's record limit is set at open: {})",
-                old.writer.batch_bytes_max
+                "writer.batch_bytes_max = {} is more than the raw log was opened with ({}); it can grow only at a \
+                 restart",
+                config.writer.batch_bytes_max,
+                self.journal_record_bytes_max
             );
         }
         let restart_only = [

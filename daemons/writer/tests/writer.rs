@@ -404,7 +404,7 @@ fn readonly_by_config_and_flag() {
         );
         http(w.admin, "PUT", "/readonly", "off");
         assert!(c.send_batch(&batch("idx", "x", 1)).is_err());
-        w.wait_log("starting readonly");
+        w.wait_log("entering readonly: readonly.enabled is set");
         w.stop();
         assert!(read_raw_log(dir.path()).is_empty());
     }
