@@ -367,6 +367,15 @@ mod tests {
         assert_eq!(o.raw_history_retention, Duration::from_secs(7200));
     }
 
+    // Proves the shipped etc/indexes.toml shows exactly the defaults, as its header says.
+    #[test]
+    fn shipped_config_is_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../etc/indexes.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let shipped: IndexesConfig = toml::from_str(&text).unwrap();
+        assert_eq!(shipped, IndexesConfig::default());
+    }
+
     // Proves unknown keys and bad values are refused with the key named.
     #[test]
     fn bad_values_are_refused() {

@@ -115,12 +115,10 @@ impl Status {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let coord = self.coord.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let counts = format!(
-            "{} indexes; dealer at seq {}",
-            p.indexes,
-            p.dealer_next_seq
-                .map_or_else(|| "none".to_string(), |s| s.to_string())
-        );
+        let counts = match p.dealer_next_seq {
+            Some(seq) => format!("{} indexes; dealer at seq {seq}", p.indexes),
+            None => format!("{} indexes; nothing dealt yet", p.indexes),
+        };
         let role = if let Some(fence) = view.fenced {
             format!("master, fenced ({fence}): pipeline stopped")
         } else if !view.master {
