@@ -5,7 +5,7 @@
 //! Every call goes through `logtank_thrift::Client` (blocking, one request at a time per connection); a
 //! server's exception reaches the user as the server's own message.
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Result};
 use logtank_thrift::{Client, ClientConfig, ClientError};
 
 /// IndexTank's LogWriter port on this machine; `LOGTANK_WRITER` overrides it.
@@ -17,10 +17,11 @@ pub const MANAGER_DEFAULT: &str = "127.0.0.1:16000";
 
 /// Connects to `addr`, the service a person knows as `what` ("writer", "reader", "manager").
 pub fn connect(what: &str, addr: &str) -> Result<Client> {
-    Client::connect(addr, &ClientConfig::default()).with_context(|| {
-        format!(
-            "cannot reach the {what} at {addr} (is logtank running? `logtank up` starts the suite on this \
-             machine; --{what} HOST:PORT or LOGTANK_{} points elsewhere)",
+    // Formatted here rather than chained: `ClientError::Io` shows its source in its own message already.
+    Client::connect(addr, &ClientConfig::default()).map_err(|e| {
+        anyhow!(
+            "cannot reach the {what} at {addr}: {e} (is logtank running? `logtank up` starts the suite on \
+             this machine; --{what} HOST:PORT or LOGTANK_{} points elsewhere)",
             what.to_uppercase()
         )
     })

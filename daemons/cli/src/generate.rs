@@ -424,11 +424,14 @@ impl Generator {
         let total: u64 = expected.iter().map(|(_, n)| n).sum();
         if expected.len() == 1 {
             out += &format!(
-                "documents after replay: {total} in {} (`logtank recover {}` must report the same)\n",
+                "documents after replay: {total} in {} (if it was empty before: `logtank recover {}` reports the same)\n",
                 expected[0].0, expected[0].0
             );
         } else {
-            out += &format!("documents after replay: {total} in {} indexes\n", expected.len());
+            out += &format!(
+                "documents after replay: {total} in {} indexes (if they were empty before)\n",
+                expected.len()
+            );
             for (code, n) in expected.iter().take(20) {
                 out += &format!("  {code}: {n}\n");
             }

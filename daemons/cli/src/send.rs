@@ -44,14 +44,20 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
     if let Some(code) = &args.index {
         logtank_thrift::validate_index_code(code).map_err(|e| anyhow::anyhow!("--index: {e}"))?;
     }
-    let name = args.file.display().to_string();
-    let input: Box<dyn Read> = if args.file.as_os_str() == "-" {
+    let stdin = args.file.as_os_str() == "-";
+    let name = if stdin {
+        "stdin".to_string()
+    } else {
+        args.file.display().to_string()
+    };
+    let input: Box<dyn Read> = if stdin {
         Box::new(std::io::stdin().lock())
     } else {
         Box::new(std::fs::File::open(&args.file).with_context(|| format!("opening {name}"))?)
     };
     let mut input = BufReader::new(input);
-    let mut client = endpoint::connect("writer", &args.writer)?;
+    // Connected at the first full batch: a file that is bad from its first lines fails without a writer.
+    let mut client = None;
     let mut sender = BatchSender::new(Progress::new("batches", true));
 
     let mut batch = LogBatch::default();
@@ -113,7 +119,17 @@ impl BatchSender {
     }
 
     /// Sends one batch; the error names the input lines it came from.
-    fn send(&mut self, client: &mut Client, batch: &LogBatch, writer: &str, lines: (u64, u64)) -> Result<()> {
+    fn send(
+        &mut self,
+        client: &mut Option<Client>,
+        batch: &LogBatch,
+        writer: &str,
+        lines: (u64, u64),
+    ) -> Result<()> {
+        let client = match client {
+            Some(client) => client,
+            None => client.insert(endpoint::connect("writer", writer)?),
+        };
         if let Err(e) = self.send_counted(client, batch) {
             self.progress.clear();
             let what = match &e {

@@ -4,9 +4,14 @@
 //! each answers `GET /ping` on its admin port, prints where every endpoint is, and on Ctrl-C (or SIGTERM) stops
 //! them in reverse order with SIGTERM (SIGKILL after `--stop-timeout-s`). If a daemon dies on its own, the rest
 //! are stopped and `up` exits non-zero. Each daemon's log lines are shown prefixed with its name.
+//!
+//! The host it makes is a master with complete data: it creates the marker files `<data>/master` and
+//! `<data>/storage/safe_to_read` (DESIGN §2), so the indexes reader serves reads and runs the pipeline at
+//! once. The writer and the indexes reader point at the coordd it started (`coord.servers`); without a
+//! coordd binary they run without coordination.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,18 +55,24 @@ pub struct DaemonSpec {
     pub endpoints: Vec<(&'static str, u16)>,
     pub admin_port: u16,
     pub extra_args: Vec<String>,
+    /// Whether it is pointed at the suite's coordd (`--set coord.servers=…`) when one runs.
+    pub uses_coord: bool,
 }
 
+/// The coordd endpoint of the suite, the first daemon started.
+const COORDD: &str = "coordd";
+
 /// The suite in start order, with the ports of DESIGN §2.
-pub fn suite(offset: u16) -> Vec<DaemonSpec> {
+pub fn suite(host: IpAddr, offset: u16) -> Vec<DaemonSpec> {
     let p = |port: u16| port.saturating_add(offset);
     vec![
         DaemonSpec {
-            name: "coordd",
+            name: COORDD,
             binary: "logtank-coordd",
             endpoints: vec![("ZooKeeper protocol", p(2181))],
             admin_port: p(9152),
             extra_args: vec![],
+            uses_coord: false,
         },
         DaemonSpec {
             name: "writer",
@@ -69,6 +80,7 @@ pub fn suite(offset: u16) -> Vec<DaemonSpec> {
             endpoints: vec![("storage writer (Thrift)", p(15000))],
             admin_port: p(9150),
             extra_args: vec![],
+            uses_coord: true,
         },
         DaemonSpec {
             name: "indexes",
@@ -78,9 +90,28 @@ pub fn suite(offset: u16) -> Vec<DaemonSpec> {
                 ("log manager (Thrift)", p(16000)),
             ],
             admin_port: p(9151),
-            extra_args: vec!["--manager-listen".into(), format!("{{host}}:{}", p(16000))],
+            extra_args: vec![
+                "--manager-listen".into(),
+                SocketAddr::new(host, p(16000)).to_string(),
+            ],
+            uses_coord: true,
         },
     ]
+}
+
+/// Makes `data_dir` the data of an active master (DESIGN §2 markers), as `touch /data/master` does.
+fn create_markers(data_dir: &Path) -> Result<()> {
+    let storage = data_dir.join("storage");
+    std::fs::create_dir_all(&storage).with_context(|| format!("creating {}", storage.display()))?;
+    for marker in [data_dir.join("master"), storage.join("safe_to_read")] {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&marker)
+            .with_context(|| format!("creating the marker {}", marker.display()))?;
+    }
+    Ok(())
 }
 
 struct Running {
@@ -92,6 +123,7 @@ pub fn run(args: UpArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
+    create_markers(&data_dir)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
@@ -99,13 +131,23 @@ pub fn run(args: UpArgs) -> Result<ExitCode> {
 
     let mut missing = Vec::new();
     let mut running: Vec<Running> = Vec::new();
-    for spec in suite(args.port_offset) {
+    let mut coord_servers = None;
+    for mut spec in suite(args.host, args.port_offset) {
         let Some(binary) = locate(&args, spec.binary) else {
             missing.push(spec.binary);
             continue;
         };
+        if let (true, Some(servers)) = (spec.uses_coord, &coord_servers) {
+            spec.extra_args.push("--set".into());
+            spec.extra_args.push(format!("coord.servers={servers}"));
+        }
         match start(&spec, &binary, &args, &data_dir, &stop) {
-            Ok(child) => running.push(Running { spec, child }),
+            Ok(child) => {
+                if spec.name == COORDD {
+                    coord_servers = Some(SocketAddr::new(args.host, spec.endpoints[0].1));
+                }
+                running.push(Running { spec, child })
+            }
             Err(e) => {
                 eprintln!("logtank up: {} did not start: {e:#}", spec.name);
                 stop_all(&mut running, Duration::from_secs(args.stop_timeout_s));
@@ -117,7 +159,10 @@ pub fn run(args: UpArgs) -> Result<ExitCode> {
         }
     }
 
-    println!("logtank up: data in {}", data_dir.display());
+    println!(
+        "logtank up: data in {} (this host is the master: master and storage/safe_to_read exist)",
+        data_dir.display()
+    );
     for r in &running {
         for (what, port) in &r.spec.endpoints {
             println!("  {:<8} {:<26} {}:{}", r.spec.name, what, args.host, port);
@@ -172,7 +217,6 @@ fn start(
     data_dir: &Path,
     stop: &AtomicBool,
 ) -> Result<Child> {
-    let host = args.host.to_string();
     let listen = SocketAddr::new(args.host, spec.endpoints[0].1);
     let admin = SocketAddr::new(args.host, spec.admin_port);
     let mut command = Command::new(binary);
@@ -186,7 +230,7 @@ fn start(
         // A config file the operator did not write must not leak in: built-in defaults unless they pass one.
         .arg("--config")
         .arg(data_dir.join(format!("{}.toml", spec.name)))
-        .args(spec.extra_args.iter().map(|a| a.replace("{host}", &host)))
+        .args(&spec.extra_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -237,19 +281,10 @@ fn relay(name: &'static str, stream: Option<impl Read + Send + 'static>) {
 
 /// True when `GET /ping` answers `pong`.
 pub fn ping(admin: SocketAddr) -> bool {
-    let attempt = || -> std::io::Result<bool> {
-        let mut stream = TcpStream::connect_timeout(&admin, Duration::from_secs(1))?;
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        write!(
-            stream,
-            "GET /ping HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let status_ok = response.split_whitespace().nth(1) == Some("200");
-        Ok(response.starts_with("HTTP/1.") && status_ok && response.trim_end().ends_with("pong"))
-    };
-    attempt().unwrap_or(false)
+    matches!(
+        crate::status::http_get(&admin.to_string(), "/ping"),
+        Ok((200, body)) if body.trim_end() == "pong"
+    )
 }
 
 /// Stops daemons in reverse start order: SIGTERM, then SIGKILL after `timeout`. True if all exited 0.
