@@ -50,10 +50,11 @@ fn install_fakes(bin: &Path) {
     }
 }
 
-/// Keeps the admin ports the stand-ins bind (9150–9152 + offset) below the ephemeral range (32768+), where an
-/// outgoing connection could already hold one.
-fn port_offset() -> u16 {
-    10000 + (std::process::id() % 2000) as u16 * 5
+/// The port offset of test `slot` (0, 1, 2): admin ports 9150–9152 + offset stay below the ephemeral range
+/// (32768+), where an outgoing connection could already hold one. Slots are 3 apart, so one test's three
+/// consecutive admin ports never meet another's, and processes 10 apart.
+fn port_offset(slot: u16) -> u16 {
+    10000 + (std::process::id() % 1000) as u16 * 10 + slot * 3
 }
 
 // Proves `up` starts every daemon, prints every endpoint, and on Ctrl-C stops them all cleanly and exits 0.
@@ -61,7 +62,7 @@ fn port_offset() -> u16 {
 fn up_starts_prints_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     install_fakes(&dir.path().join("bin"));
-    let offset = port_offset();
+    let offset = port_offset(0);
     let mut up = Command::new(env!("CARGO_BIN_EXE_logtank"))
         .args(["up", "--port-offset", &offset.to_string(), "--data-dir"])
         .arg(dir.path().join("data"))
@@ -118,12 +119,7 @@ fn up_fails_when_a_daemon_fails() {
     let dir = tempfile::tempdir().unwrap();
     install_fakes(&dir.path().join("bin"));
     let status = Command::new(env!("CARGO_BIN_EXE_logtank"))
-        .args([
-            "up",
-            "--port-offset",
-            &(port_offset() + 1).to_string(),
-            "--data-dir",
-        ])
+        .args(["up", "--port-offset", &port_offset(1).to_string(), "--data-dir"])
         .arg(dir.path().join("data"))
         .arg("--bin-dir")
         .arg(dir.path().join("bin"))
@@ -136,4 +132,105 @@ fn up_fails_when_a_daemon_fails() {
         dir.path().join("data/logtank-coordd.stopped").exists(),
         "coordd was left running"
     );
+}
+
+// Proves the README's first commands work on the real daemons: `up` runs coordd, the writer and the indexes
+// reader as an active master, `generate` then `recover` in a second terminal sees every record, `status`
+// shows all three and the markers, and Ctrl-C stops them all cleanly.
+#[test]
+fn up_runs_the_real_suite_end_to_end() {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_logtank")).parent().unwrap();
+    for name in ["logtank-coordd", "logtank-writer", "logtank-indexes"] {
+        assert!(
+            bin_dir.join(name).is_file(),
+            "{name} is not built in {}: run `cargo build --workspace --bins` (cargo test --workspace does)",
+            bin_dir.display()
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let offset = port_offset(2);
+    let port = |p: u16| (p + offset).to_string();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_logtank"))
+        .args(["up", "--port-offset", &offset.to_string(), "--data-dir"])
+        .arg(&data)
+        .arg("--bin-dir")
+        .arg(bin_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = up.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("up never said it was ready");
+        let done = line.starts_with("Press Ctrl-C");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    let printed = printed.join("\n");
+    assert!(!printed.contains("not built yet"), "{printed}");
+    assert!(data.join("master").exists() && data.join("storage/safe_to_read").exists());
+
+    let logtank = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_logtank"))
+            .args(args)
+            .env("LOGTANK_WRITER", format!("127.0.0.1:{}", port(15000)))
+            .env("LOGTANK_READER", format!("127.0.0.1:{}", port(15100)))
+            .env("LOGTANK_MANAGER", format!("127.0.0.1:{}", port(16000)))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let err = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status, text, err)
+    };
+    let (status, generated, err) = logtank(&["generate", "demo", "1000"]);
+    assert!(status.success(), "{generated}{err}");
+    let (status, recovered, err) = logtank(&["recover", "demo"]);
+    assert!(status.success(), "{recovered}{err}");
+    assert!(
+        recovered.starts_with("recovered demo: 1000 records, "),
+        "{recovered}"
+    );
+    let documents = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("documents after replay: "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_string)
+    };
+    assert_eq!(documents(&recovered), documents(&generated));
+    let (status, text, err) = logtank(&[
+        "status",
+        "--writer-admin",
+        &format!("127.0.0.1:{}", port(9150)),
+        "--indexes-admin",
+        &format!("127.0.0.1:{}", port(9151)),
+        "--coordd-admin",
+        &format!("127.0.0.1:{}", port(9152)),
+        "--data-root",
+        data.to_str().unwrap(),
+    ]);
+    assert!(status.success(), "{text}{err}");
+    assert!(
+        text.contains("indexes  ") && text.contains("role master"),
+        "{text}"
+    );
+    assert!(
+        text.contains("master yes, safe_to_read yes, readonly no"),
+        "{text}"
+    );
+
+    kill(Pid::from_raw(up.id() as i32), Signal::SIGINT).unwrap();
+    let status = up.wait().unwrap();
+    assert!(status.success(), "up exited with {status}");
 }
