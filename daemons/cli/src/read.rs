@@ -483,8 +483,8 @@ mod tests {
         };
 
         // Two pages, the second ends the stream.
-        set(None, page(&[a1.clone()], Some(1)));
-        set(Some(1), page(&[a2.clone()], None));
+        set(None, page(std::slice::from_ref(&a1), Some(1)));
+        set(Some(1), page(std::slice::from_ref(&a2), None));
         poll(&mut follow, &mut printed);
         assert_eq!(printed, [a1.clone(), a2.clone()]);
         // Nothing new: the page from the last token comes back identical, nothing is printed.
