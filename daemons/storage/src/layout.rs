@@ -70,6 +70,31 @@ impl Layout {
         self.storage().join("dealer.next_seq.info")
     }
 
+    /// Added to raw sequence numbers to name per-index segments: 0 on a host that always dealt its own raw
+    /// log; on a slave that adopted a master's snapshot, what puts its own raw log after the master's.
+    pub fn dealer_seq_offset_info(&self) -> PathBuf {
+        self.storage().join("dealer.seq_offset.info")
+    }
+
+    /// The newest `timestamp_ms` of any record dealt: how far a snapshot of this host covers in time.
+    pub fn dealer_dealt_until_info(&self) -> PathBuf {
+        self.storage().join("dealer.dealt_until_ms.info")
+    }
+
+    /// A slave's sync staging area (being filled) and the complete snapshot awaiting adoption.
+    pub fn migrating(&self) -> PathBuf {
+        self.storage().join("migrating")
+    }
+
+    pub fn migrated(&self) -> PathBuf {
+        self.storage().join("migrated")
+    }
+
+    /// What the last adoption replaced.
+    pub fn previous(&self) -> PathBuf {
+        self.storage().join("previous")
+    }
+
     pub fn dealer_lock(&self) -> PathBuf {
         self.storage().join("dealer.lock")
     }

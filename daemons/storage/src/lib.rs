@@ -12,6 +12,7 @@
 //! storage/raw/live/<first_seq:020>.journal          the writer's journal (logtank-journal segments)
 //! storage/raw/history/<first_seq:020>.journal       dealt raw segments, kept for `raw_history_retention`
 //! storage/dealer.next_seq.info                      first raw sequence number not yet dealt
+//! storage/dealer.dealt_until_ms.info, dealer.seq_offset.info   for slaves: see the `sync` module
 //! storage/indexes/<code>/segments/<from>-<to>.unsorted_<n>   one per (raw segment, index), arrival order
 //! storage/indexes/<code>/segments/<from>-<to>.sorted_<n>     compaction of consecutive unsorted segments
 //! storage/indexes/<code>/optimized/<from>-<to>.optimized_<n> snapshot of the index up to raw seq `to`
@@ -32,6 +33,7 @@ mod pipeline;
 mod raw;
 mod reader;
 mod storage;
+mod sync;
 
 pub use error::StorageError;
 pub use layout::Layout;
@@ -39,3 +41,4 @@ pub use names::{SegmentKind, SegmentName};
 pub use pipeline::CycleReport;
 pub use reader::Page;
 pub use storage::{Storage, StorageOptions};
+pub use sync::Adoption;

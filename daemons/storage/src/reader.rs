@@ -147,8 +147,9 @@ fn step(
                     from: s.from,
                     offset: 0,
                 },
+                // Raw sequence numbers from here on (per-index names may be offset on a promoted slave).
                 None => Pos::NextLive {
-                    at: dealt_up_to.unwrap_or(0).max(at),
+                    at: dealt_up_to.unwrap_or(0),
                 },
             }
         }

@@ -27,6 +27,8 @@ pub(crate) fn deal_closed_segments(
     let layout = &storage.layout;
     let live = raw::list(&layout.raw_live(), false)?;
     let mut next = storage.dealer_next_seq()?;
+    let offset = fsutil::read_u64_file(&layout.dealer_seq_offset_info())?.unwrap_or(0);
+    let mut dealt_until_ms = fsutil::read_u64_file(&layout.dealer_dealt_until_info())?;
     let mut dealt = 0;
     for pair in live.windows(2) {
         if !keep_going() {
@@ -48,9 +50,17 @@ pub(crate) fn deal_closed_segments(
             }
             _ => {}
         }
-        deal_one(storage, segment, to)?;
+        let newest_ms = deal_one(storage, segment, to, offset)?;
         fsutil::write_atomic(&layout.dealer_info(), format!("{to}\n").as_bytes())?;
         next = Some(to);
+        // Written after the progress: after a crash in between it lags, which only makes a slave keep more
+        // of its own raw log than it needs to.
+        if newest_ms > dealt_until_ms {
+            dealt_until_ms = newest_ms;
+            if let Some(ms) = newest_ms {
+                fsutil::write_atomic(&layout.dealer_dealt_until_info(), format!("{ms}\n").as_bytes())?;
+            }
+        }
         archive(storage, segment)?;
         dealt += 1;
     }
@@ -68,8 +78,14 @@ fn archive(storage: &Storage, segment: &RawSegment) -> Result<(), StorageError> 
     Ok(())
 }
 
-/// Writes the unsorted segments of raw segment `[segment.first_seq, to)`.
-fn deal_one(storage: &Storage, segment: &RawSegment, to: u64) -> Result<(), StorageError> {
+/// Writes the unsorted segments of raw segment `[segment.first_seq, to)`, named `offset` further on;
+/// returns the newest `timestamp_ms` dealt.
+fn deal_one(
+    storage: &Storage,
+    segment: &RawSegment,
+    to: u64,
+    offset: u64,
+) -> Result<Option<u64>, StorageError> {
     let layout = &storage.layout;
     let limits = &storage.options.limits;
     let corrupt = |offset: u64, reason: String| StorageError::Corrupt {
@@ -93,7 +109,9 @@ fn deal_one(storage: &Storage, segment: &RawSegment, to: u64) -> Result<(), Stor
             ),
         ));
     }
-    let label = format!("{from:020}-{to:020}.unsorted");
+    let (named_from, named_to) = (from + offset, to + offset);
+    let label = format!("{named_from:020}-{named_to:020}.unsorted");
+    let mut newest_ms: Option<u64> = None;
     let mut outputs: HashMap<String, SegmentWriter> = HashMap::new();
     let mut expected_seq = from;
     let mut offset = 0;
@@ -113,6 +131,9 @@ fn deal_one(storage: &Storage, segment: &RawSegment, to: u64) -> Result<(), Stor
                 let record = record.map_err(|e| corrupt(frame.offset, e))?;
                 let (mut record, _) =
                     codec::decode_record(record, limits).map_err(|e| corrupt(frame.offset, e.to_string()))?;
+                if let Some(ms) = record.timestamp_ms.and_then(|ms| u64::try_from(ms).ok()) {
+                    newest_ms = newest_ms.max(Some(ms));
+                }
                 let Some(code) = record.index_code.take() else {
                     skipped += 1;
                     continue;
@@ -167,8 +188,8 @@ fn deal_one(storage: &Storage, segment: &RawSegment, to: u64) -> Result<(), Stor
     let indexes = outputs.len();
     for (code, writer) in outputs {
         let name = SegmentName {
-            from,
-            to,
+            from: named_from,
+            to: named_to,
             kind: SegmentKind::Unsorted,
             records: writer.records(),
         };
@@ -178,5 +199,5 @@ fn deal_one(storage: &Storage, segment: &RawSegment, to: u64) -> Result<(), Stor
         "dealer: dealt raw segment {} (sequences {from}..{to}) into {indexes} indexes",
         segment.path.display()
     );
-    Ok(())
+    Ok(newest_ms)
 }

@@ -1,0 +1,197 @@
+//! A slave that adopted its master's snapshot and is then promoted serves every record: the master's dealt
+//! history plus its own raw log from where the snapshot ends (aligned by time, with an overlap), and its own
+//! later per-index segments come after the master's.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use logtank_journal::{Journal, JournalOptions};
+use logtank_storage::merge::{apply, Docs};
+use logtank_storage::{Layout, Storage, StorageOptions};
+use logtank_thrift::binary::Limits;
+use logtank_thrift::{codec, LogPageToken, LogRecord};
+
+const INDEXES: [&str; 2] = ["one", "two"];
+
+fn options() -> StorageOptions {
+    StorageOptions {
+        sort_unsorted_segments_max: 2,
+        optimize_unoptimized_segments_min: 1,
+        read_guard: Duration::ZERO,
+        ..StorageOptions::default()
+    }
+}
+
+fn journal(layout: &Layout) -> Journal {
+    Journal::open(
+        &layout.raw_live(),
+        JournalOptions {
+            segment_size_bytes: 8192,
+            record_bytes_max: 4096,
+            new_segment_on_open: true,
+            ..JournalOptions::default()
+        },
+    )
+    .expect("journal")
+    .0
+}
+
+/// Batch `i`: a few records over both indexes, stamped `1_000_000 + i * 1000` ms (both writers see it then).
+fn batch(i: u64) -> Vec<LogRecord> {
+    (0..4u64)
+        .map(|r| LogRecord {
+            index_code: Some(INDEXES[(r % 2) as usize].into()),
+            docid: Some(format!("doc-{}", (i * 7 + r) % 13)),
+            timestamp_ms: Some((1_000_000 + i * 1000) as i64),
+            deleted: (i + r) % 9 == 0,
+            fields: ((i + r) % 9 != 0)
+                .then(|| [("text".to_string(), format!("v{i}-{r} {}", "x".repeat(300)))].into()),
+            variables: ((i + r) % 3 == 0).then(|| [(r as i32, i as f64)].into()),
+            ..LogRecord::default()
+        })
+        .collect()
+}
+
+fn index_of(record: &LogRecord) -> &'static str {
+    if record.index_code.as_deref() == Some(INDEXES[0]) {
+        INDEXES[0]
+    } else {
+        INDEXES[1]
+    }
+}
+
+fn append(journal: &Journal, records: &[LogRecord]) {
+    let mut payload = Vec::new();
+    for record in records {
+        codec::encode_record(&mut payload, record);
+    }
+    let seq = journal.append(&payload).expect("append");
+    journal.wait_durable(seq).expect("durable");
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+/// What `logtank sync` does with rsync: dealer infos first, then the per-index segments, then the rename.
+fn sync(master: &Layout, slave: &Layout) {
+    let staging = slave.migrating();
+    std::fs::create_dir_all(&staging).expect("staging");
+    for entry in std::fs::read_dir(master.storage()).expect("storage") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("dealer") && name.ends_with(".info") {
+            std::fs::copy(entry.path(), staging.join(&name)).expect("copy info");
+        }
+    }
+    copy_tree(&master.indexes(), &staging.join("indexes"));
+    std::fs::rename(&staging, slave.migrated()).expect("rename");
+}
+
+fn recover(storage: &Storage, code: &str) -> Docs {
+    let mut docs = Docs::new();
+    let mut token = LogPageToken::default();
+    loop {
+        let page = storage.read_page(code, &token).expect("read_page");
+        let mut rest = &page.records[..];
+        while !rest.is_empty() {
+            let (record, used) = codec::decode_record(rest, &Limits::default()).expect("decode");
+            apply(&mut docs, &record);
+            rest = &rest[used..];
+        }
+        match page.next {
+            Some(next) => token = next,
+            None => return docs,
+        }
+    }
+}
+
+#[test]
+fn a_promoted_slave_serves_the_masters_history_and_its_own_raw_log() {
+    let (m_dir, s_dir) = (tempfile::tempdir().expect("m"), tempfile::tempdir().expect("s"));
+    let (master, slave) = (Layout::new(m_dir.path()), Layout::new(s_dir.path()));
+    let m_storage = Storage::open(master.clone(), options()).expect("master");
+    let s_storage = Storage::open(slave.clone(), options()).expect("slave");
+    // The slave's writer started a little earlier: its own sequence numbers differ from the master's.
+    let (m_journal, s_journal) = (journal(&master), journal(&slave));
+    append(&s_journal, &batch(0));
+    let mut model: BTreeMap<&str, Docs> = BTreeMap::new();
+    // batch(0) went to the slave only, before the master existed: the promoted slave serves it from its
+    // own raw log.
+    for r in &batch(0) {
+        apply(model.entry(index_of(r)).or_default(), r);
+    }
+    let mut write = |i: u64| {
+        let records = batch(i);
+        append(&m_journal, &records);
+        append(&s_journal, &records);
+        for r in &records {
+            apply(model.entry(index_of(r)).or_default(), r);
+        }
+    };
+    for i in 1..60 {
+        write(i);
+    }
+    m_storage.run_cycle(&|| true).expect("master cycle");
+    m_storage.run_cycle(&|| true).expect("master cycle");
+    for i in 60..80 {
+        write(i);
+    }
+    m_storage.run_cycle(&|| true).expect("master cycle");
+    sync(&master, &slave);
+    let adoption = s_storage
+        .adopt_snapshot(Duration::from_secs(5))
+        .expect("adopt")
+        .expect("a snapshot was waiting");
+    assert!(adoption.safe_to_read, "{adoption:?}");
+    assert!(adoption.pruned_segments > 0, "{adoption:?}");
+    assert!(slave.is_safe_to_read());
+    for i in 80..100 {
+        write(i);
+    }
+    // The master dies; the slave is promoted and deals its own raw log.
+    drop(m_journal);
+    s_storage.run_cycle(&|| true).expect("slave cycle");
+    s_storage.run_cycle(&|| true).expect("slave cycle");
+    for code in INDEXES {
+        assert_eq!(recover(&s_storage, code), model[code], "index {code}");
+    }
+    s_journal.close().expect("close");
+}
+
+#[test]
+fn a_slave_whose_raw_log_starts_too_late_is_not_safe_to_read() {
+    let (m_dir, s_dir) = (tempfile::tempdir().expect("m"), tempfile::tempdir().expect("s"));
+    let (master, slave) = (Layout::new(m_dir.path()), Layout::new(s_dir.path()));
+    let m_storage = Storage::open(master.clone(), options()).expect("master");
+    let s_storage = Storage::open(slave.clone(), options()).expect("slave");
+    let m_journal = journal(&master);
+    for i in 0..60 {
+        append(&m_journal, &batch(i));
+    }
+    m_storage.run_cycle(&|| true).expect("cycle");
+    // The slave's writer joined only now.
+    let s_journal = journal(&slave);
+    for i in 60..70 {
+        append(&s_journal, &batch(i));
+    }
+    sync(&master, &slave);
+    let adoption = s_storage
+        .adopt_snapshot(Duration::from_secs(5))
+        .expect("adopt")
+        .expect("snapshot");
+    assert!(!adoption.safe_to_read, "{adoption:?}");
+    assert!(!slave.is_safe_to_read());
+    m_journal.close().expect("close");
+    s_journal.close().expect("close");
+}
