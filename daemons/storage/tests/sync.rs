@@ -44,10 +44,10 @@ fn batch(i: u64) -> Vec<LogRecord> {
             index_code: Some(INDEXES[(r % 2) as usize].into()),
             docid: Some(format!("doc-{}", (i * 7 + r) % 13)),
             timestamp_ms: Some((1_000_000 + i * 1000) as i64),
-            deleted: (i + r) % 9 == 0,
-            fields: ((i + r) % 9 != 0)
+            deleted: (i + r).is_multiple_of(9),
+            fields: (!(i + r).is_multiple_of(9))
                 .then(|| [("text".to_string(), format!("v{i}-{r} {}", "x".repeat(300)))].into()),
-            variables: ((i + r) % 3 == 0).then(|| [(r as i32, i as f64)].into()),
+            variables: ((i + r).is_multiple_of(3)).then(|| [(r as i32, i as f64)].into()),
             ..LogRecord::default()
         })
         .collect()
