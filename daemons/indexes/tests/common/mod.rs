@@ -198,12 +198,27 @@ impl Drop for Daemon {
 }
 
 /// Polls `check` every 20 ms until it holds, for at most [`WAIT_MAX`].
-pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+pub fn eventually(what: &str, check: impl FnMut() -> bool) {
+    eventually_or(what, check, String::new);
+}
+
+/// [`eventually`], adding `context()` (a log tail, a status) to the failure message.
+pub fn eventually_or(what: &str, mut check: impl FnMut() -> bool, context: impl Fn() -> String) {
     let started = Instant::now();
     while !check() {
-        assert!(started.elapsed() < WAIT_MAX, "timed out waiting for {what}");
+        assert!(
+            started.elapsed() < WAIT_MAX,
+            "timed out waiting for {what}\n{}",
+            context()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 pub fn touch(path: &Path) {
@@ -343,9 +358,13 @@ impl Daemon {
 
     /// Waits until a cycle after the `after`-th one found nothing to do.
     pub fn wait_idle_after(&self, after: u64) {
-        eventually("an idle pipeline", || {
-            let s = self.status();
-            s["pipeline_idle"] == true && s["pipeline_cycles"].as_u64().unwrap_or(0) > after
-        });
+        eventually_or(
+            "an idle pipeline",
+            || {
+                let s = self.status();
+                s["pipeline_idle"] == true && s["pipeline_cycles"].as_u64().unwrap_or(0) > after
+            },
+            || format!("status: {}\nlog:\n{}", self.status(), tail(&self.log(), 40)),
+        );
     }
 }
