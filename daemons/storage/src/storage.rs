@@ -270,7 +270,7 @@ impl Storage {
     }
 }
 
-/// Segment names in `dir`, by `from` then kind (sorted before unsorted at equal `from`).
+/// Segment names in `dir`, by `from`, then `to`, then kind.
 pub(crate) fn list_names(dir: &std::path::Path) -> Result<Vec<SegmentName>, StorageError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -284,7 +284,10 @@ pub(crate) fn list_names(dir: &std::path::Path) -> Result<Vec<SegmentName>, Stor
             names.push(name);
         }
     }
-    names.sort_by_key(|n| (n.from, std::cmp::Reverse(n.to), n.kind == SegmentKind::Unsorted));
+    // By range: snapshots all start where the first one did, so `to` orders them and the last is the newest
+    // (regression: ordering by descending `to` made the cleaner delete the newest snapshot and the optimizer
+    // rebuild it every cycle).
+    names.sort_by_key(|n| (n.from, n.to, n.kind));
     Ok(names)
 }
 
