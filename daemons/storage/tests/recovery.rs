@@ -201,7 +201,7 @@ fn run(steps: Vec<Step>) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("LOGTANK_RECOVERY_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+        cases: std::env::var("LOGTANK_RECOVERY_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(16),
         ..ProptestConfig::default()
     })]
 
