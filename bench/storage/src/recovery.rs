@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use logtank_journal::{Journal, JournalOptions};
 use logtank_thrift::{encode_record, Client, ClientConfig, IndexLogInfo, LogPageToken, RawLogInfo};
 
-use crate::procs::{self, cpu_seconds, Server};
+use crate::procs::{self, cpu_seconds, MachineCpu, Server};
 use crate::record::{self, set_docid, Rng};
 use crate::writes::fmt_load;
 use crate::{fresh_dir, Env};
@@ -76,6 +76,10 @@ pub struct Pass {
     /// CPU seconds of logtank-indexes and of this process during the pass.
     pub server_cpu_s: f64,
     pub client_cpu_s: f64,
+    /// CPU seconds the whole machine was busy during the pass (other processes: this minus the two above).
+    pub machine_cpu_s: f64,
+    /// The index's files in the page cache just before the pass.
+    pub resident_before: Option<f64>,
 }
 
 impl Pass {
@@ -122,7 +126,10 @@ pub fn run(env: &Env, args: &RecoveryArgs) -> Result<RecoveryReport> {
     let started = Instant::now();
     let (written_records, written_bytes) = fill(&raw_live, args)?;
     let fill_time = started.elapsed();
-    let raw_segments = std::fs::read_dir(&raw_live)?.count();
+    let raw_segments = std::fs::read_dir(&raw_live)?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".journal"))
+        .count();
 
     std::fs::write(root.join("master"), b"")?;
     std::fs::write(root.join("storage/safe_to_read"), b"")?;
@@ -149,18 +156,19 @@ pub fn run(env: &Env, args: &RecoveryArgs) -> Result<RecoveryReport> {
     let started = Instant::now();
     let (raw_info, index_info) = settle(&mut server, manager, admin, args)?;
     let settle_time = started.elapsed();
-    let page_bytes_on_disk = dir_bytes(&root.join("storage/indexes").join(INDEX_CODE));
+    let index_dir = root.join("storage/indexes").join(INDEX_CODE);
+    let page_bytes_on_disk = dir_bytes(&index_dir);
 
     let mut client = Client::connect(reader, &ClientConfig::default())
         .with_context(|| format!("connecting to the reader on {reader}"))?;
     let pid = server.pid();
     eprintln!("recovery: warming pass");
-    let warm = pass(&mut client, pid, false)?;
+    let warm = pass(&mut client, pid, &index_dir, false)?;
     check_complete(&warm, written_records, written_bytes)?;
     let mut raw = Vec::new();
     for i in 0..args.passes {
         eprintln!("recovery: timed read_page_raw pass {}", i + 1);
-        let p = pass(&mut client, pid, false)?;
+        let p = pass(&mut client, pid, &index_dir, false)?;
         check_complete(&p, written_records, written_bytes)?;
         raw.push(p);
     }
@@ -168,8 +176,9 @@ pub fn run(env: &Env, args: &RecoveryArgs) -> Result<RecoveryReport> {
         None
     } else {
         eprintln!("recovery: read_page pass (decoding every record)");
-        let p = pass(&mut client, pid, true)?;
+        let mut p = pass(&mut client, pid, &index_dir, true)?;
         check_complete(&p, written_records, written_bytes)?;
+        p.bytes = warm.bytes;
         Some(p)
     };
     drop(client);
@@ -286,23 +295,22 @@ fn settle(
 
 /// One full recovery from the initial token; `decode` = `read_page` (every record decoded), else
 /// `read_page_raw`.
-fn pass(client: &mut Client, server_pid: u32, decode: bool) -> Result<Pass> {
+fn pass(client: &mut Client, server_pid: u32, index_dir: &Path, decode: bool) -> Result<Pass> {
+    let resident_before = resident_fraction(index_dir);
     let server0 = cpu_seconds(server_pid).unwrap_or(0.0);
     let own0 = cpu_seconds(std::process::id()).unwrap_or(0.0);
+    let machine0 = MachineCpu::now();
     let started = Instant::now();
-    let mut p = Pass::default();
+    let mut p = Pass {
+        resident_before,
+        ..Pass::default()
+    };
     let mut token = LogPageToken::default();
-    let mut scratch = Vec::new();
     loop {
         let next = if decode {
+            // The records' wire bytes are those of the raw passes (set by the caller).
             let page = client.read_page(INDEX_CODE, &token)?;
             p.records += page.batch.records.len() as u64;
-            for r in &page.batch.records {
-                // The bytes the record had on the wire, for the same MB/s as the raw pass.
-                scratch.clear();
-                encode_record(&mut scratch, r);
-                p.bytes += scratch.len() as u64;
-            }
             page.next_page_token
         } else {
             let page = client.read_page_raw(INDEX_CODE, &token)?;
@@ -322,6 +330,9 @@ fn pass(client: &mut Client, server_pid: u32, decode: bool) -> Result<Pass> {
     p.elapsed = started.elapsed();
     p.server_cpu_s = cpu_seconds(server_pid).unwrap_or(0.0) - server0;
     p.client_cpu_s = cpu_seconds(std::process::id()).unwrap_or(0.0) - own0;
+    if let (Some(a), Some(b)) = (machine0, MachineCpu::now()) {
+        p.machine_cpu_s = a.busy_seconds_until(&b);
+    }
     Ok(p)
 }
 
@@ -335,6 +346,42 @@ fn check_complete(p: &Pass, records: u64, bytes: u64) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Every file under `dir`.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => files_under(&e.path()),
+            _ => vec![e.path()],
+        })
+        .collect()
+}
+
+/// The fraction of the files under `dir` held in the page cache (util-linux `fincore`); `None` if it
+/// cannot tell. This VM pages out page cache nobody touched for about a minute, so "from the page cache"
+/// is checked, not assumed.
+fn resident_fraction(dir: &Path) -> Option<f64> {
+    let files = files_under(dir);
+    if files.is_empty() {
+        return None;
+    }
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES,SIZE"])
+        .args(&files)
+        .output()
+        .ok()?;
+    let (mut resident, mut size) = (0u64, 0u64);
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut v = line.split_whitespace().map(|x| x.parse::<u64>().ok());
+        resident += v.next()??;
+        size += v.next()??;
+    }
+    (size > 0).then(|| (resident as f64 / size as f64).min(1.0))
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -373,14 +420,14 @@ impl RecoveryReport {
         );
         let _ = writeln!(
             s,
-            "| pass | time | MB/s | ratio to 500 MB/s | pages | records | indexes CPU | client CPU |"
+            "| pass | time | MB/s | ratio to 500 MB/s | pages | records | indexes CPU | client CPU | other CPU | in page cache before |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
         let mut row = |name: &str, p: &Pass| {
             let secs = p.elapsed.as_secs_f64();
             let _ = writeln!(
                 s,
-                "| {name} | {:.2} s | {:.0} | {:.2}× | {} | {} | {:.0} % | {:.0} % |",
+                "| {name} | {:.2} s | {:.0} | {:.2}× | {} | {} | {:.0} % | {:.0} % | {:.0} % | {} |",
                 secs,
                 p.bytes_per_s() / 1e6,
                 p.bytes_per_s() / TARGET_BYTES_PER_S,
@@ -388,6 +435,9 @@ impl RecoveryReport {
                 p.records,
                 100.0 * p.server_cpu_s / secs,
                 100.0 * p.client_cpu_s / secs,
+                100.0 * (p.machine_cpu_s - p.server_cpu_s - p.client_cpu_s).max(0.0) / secs,
+                p.resident_before
+                    .map_or("?".into(), |r| format!("{:.0} %", 100.0 * r)),
             );
         };
         row("first pass (warms the page cache), read_page_raw", &self.warm);
@@ -412,7 +462,12 @@ impl RecoveryReport {
         }
         let _ = writeln!(
             s,
-            "- fill: {:.1} s straight into the raw log ({} segment files of 50 MiB); pipeline settled {:.1} s after start",
+            "- delivered per pass: {} bytes of records (as stored per index: index_code stripped; {} bytes were written)",
+            self.warm.bytes, self.written_bytes
+        );
+        let _ = writeln!(
+            s,
+            "- fill: {:.1} s straight into the raw log ({} segments of 50 MiB, the empty head included); pipeline settled {:.1} s after start",
             self.fill.as_secs_f64(),
             self.raw_segments,
             self.settle.as_secs_f64()
