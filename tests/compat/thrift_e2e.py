@@ -11,10 +11,14 @@ TBufferedTransport + strict TBinaryProtocol, as IndexTank's API used):
   sets of indexes, and the test keeps each index's model (the document state after its records in order,
   the rules of daemons/storage/src/merge.rs `apply`);
 - the writer is restarted (SIGTERM, exit 0) in the middle, which must start a new raw segment;
+- while the connections write, a reader reads the first index of each connection over and over: each replayed
+  state must be the model after one of the batches acknowledged (or in flight) during that read;
 - every index is read back page by page three times (in the middle, while the pipeline deals; right after
-  the last write; after the pipeline settled and every index was optimized), replayed with the same rules,
-  and compared with its model; every record must be well formed (docid set, timestamp_ms stamped by the
-  writer during the test, id unset, deleted present, index_code unset or the index asked for);
+  the last write; after every index was optimized on request), replayed with the same rules, and compared
+  with its model; every record must be well formed (docid set, timestamp_ms stamped by the writer during the
+  test, id unset, deleted present, index_code unset or the index asked for);
+- the pipeline settles: after enqueue_for_optimization nothing is left outside an index's latest snapshot,
+  past the read guard the cleaner leaves that snapshot alone, and the pipeline goes idle;
 - every LogManager method is called and its answer checked; delete_index removes a throwaway index;
 - refused input comes back as TApplicationException with a message that says what is wrong, and the
   connection stays usable.
