@@ -283,7 +283,14 @@ fn read_records(
                             reason: e.to_string(),
                         })? == Some(code);
                     if matches {
-                        page.records.extend_from_slice(record);
+                        // Served as dealt records are: without index_code (the IDL's promise).
+                        codec::copy_record_without_index_code(record, &limits, &mut page.records).map_err(
+                            |e| StorageError::Corrupt {
+                                path: file.path().into(),
+                                offset: frame.offset,
+                                reason: e.to_string(),
+                            },
+                        )?;
                         page.record_count += 1;
                     }
                 }

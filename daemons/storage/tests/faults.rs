@@ -214,3 +214,32 @@ fn the_newest_snapshot_is_kept_and_the_pipeline_settles() {
         assert_eq!(read_docids(&storage, "idx").len(), 60, "round {round}");
     }
 }
+
+/// Records come back without index_code whether they were dealt or still only in the raw log.
+#[test]
+fn records_are_served_without_index_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = Layout::new(dir.path());
+    let storage = Storage::open(layout.clone(), StorageOptions::default()).expect("open");
+    write_raw(&layout, "idx", 12);
+    storage.deal(&|| true).expect("deal");
+    let mut token = LogPageToken::default();
+    let mut seen = 0;
+    loop {
+        let page = storage.read_page("idx", &token).expect("read");
+        let mut rest = &page.records[..];
+        while !rest.is_empty() {
+            let (record, used) =
+                codec::decode_record(rest, &logtank_thrift::binary::Limits::default()).expect("decode");
+            assert_eq!(record.index_code, None);
+            assert!(record.docid.is_some());
+            seen += 1;
+            rest = &rest[used..];
+        }
+        match page.next {
+            Some(next) => token = next,
+            None => break,
+        }
+    }
+    assert_eq!(seen, 36);
+}
