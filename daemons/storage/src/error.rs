@@ -11,8 +11,8 @@ pub enum StorageError {
     #[error("index {0:?} does not exist on this host")]
     NoSuchIndex(String),
     #[error(
-        "the read position of index {code:?} is gone ({what}): the segment it pointed to was compacted or \
-         removed; restart the recovery from the beginning (an initial token)"
+        "token expired: the read position of index {code:?} is gone ({what}): the segment it pointed to was \
+         compacted or removed; restart the recovery from the beginning (an initial token)"
     )]
     TokenExpired { code: String, what: String },
     #[error("invalid page token for index {code:?}: {reason}")]

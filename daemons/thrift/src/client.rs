@@ -48,11 +48,18 @@ impl Default for ClientConfig {
     }
 }
 
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    // No `#[source]`: the message already holds the IO error, and a chain printer would say it twice.
     #[error("storage connection: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// The server's bytes are not a valid reply to our call.
     #[error("storage protocol error: {0}")]
     Protocol(String),
