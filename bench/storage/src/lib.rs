@@ -58,6 +58,8 @@ pub struct Args {
     #[arg(long)]
     pub quick: bool,
     #[command(flatten)]
+    pub quiet: procs::Quiet,
+    #[command(flatten)]
     pub writes: writes::WriteArgs,
     #[command(flatten)]
     pub recovery: recovery::RecoveryArgs,
@@ -68,6 +70,7 @@ pub struct Args {
 pub struct Env {
     pub dir: PathBuf,
     pub bin_dir: PathBuf,
+    pub quiet: procs::Quiet,
 }
 
 /// Runs what `args` asks and returns the report as Markdown.
@@ -90,6 +93,7 @@ pub fn run(mut args: Args) -> Result<String> {
     let env = Env {
         dir: args.dir.canonicalize()?,
         bin_dir,
+        quiet: args.quiet,
     };
     let mut out = String::new();
     out.push_str(&machine_line(&env.dir));

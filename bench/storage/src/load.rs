@@ -239,8 +239,9 @@ impl Worker for WriterWorker {
 pub struct RedisWorker {
     stream: TcpStream,
     key: String,
-    maxlen: Option<u64>,
-    /// Per pooled record: its stream fields, the docid's value left out (it is new every time).
+    /// `MAXLEN ~ n`'s n, formatted once.
+    maxlen: Option<String>,
+    /// Per pooled record: its stream fields (the docid's value is replaced by a new one at each XADD).
     pool: Vec<Vec<(String, String)>>,
     depth: usize,
     prefix: String,
@@ -268,7 +269,7 @@ impl RedisWorker {
         Ok(RedisWorker {
             stream,
             key: key.to_string(),
-            maxlen,
+            maxlen: maxlen.map(|n| n.to_string()),
             pool,
             depth: content.batch_records,
             prefix: docid_prefix(conn),
@@ -281,9 +282,9 @@ impl RedisWorker {
     }
 
     fn encode_xadd(&mut self, fields: usize) {
-        let maxlen = self.maxlen.map(|n| n.to_string());
-        let mut args: Vec<&[u8]> = vec![b"XADD", self.key.as_bytes()];
-        if let Some(n) = &maxlen {
+        let mut args: Vec<&[u8]> = Vec::with_capacity(8 + 2 * self.pool[fields].len());
+        args.extend_from_slice(&[b"XADD", self.key.as_bytes()]);
+        if let Some(n) = &self.maxlen {
             args.extend_from_slice(&[b"MAXLEN", b"~", n.as_bytes()]);
         }
         args.push(b"*");

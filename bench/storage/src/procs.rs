@@ -234,6 +234,44 @@ impl MachineCpu {
     }
 }
 
+/// How quiet the machine must be before a measurement starts (`--quiet-wait-s`, `--quiet-cpu-percent`).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Quiet {
+    /// Before each measurement wait up to this long for the machine to be quiet (0 = do not wait). The
+    /// machine is shared: other engineers' builds take CPU the servers would have had.
+    #[arg(long, default_value_t = 0)]
+    pub quiet_wait_s: u64,
+    /// "Quiet": the whole machine busy at most this much (percent of one CPU) over 2 s.
+    #[arg(long, default_value_t = 50.0)]
+    pub quiet_cpu_percent: f64,
+}
+
+impl Quiet {
+    /// Waits until the machine is quiet or the wait is over; returns the last 2-s busy percentage seen.
+    pub fn wait(&self, what: &str) -> Option<f64> {
+        if self.quiet_wait_s == 0 {
+            return None;
+        }
+        let until = Instant::now() + Duration::from_secs(self.quiet_wait_s);
+        loop {
+            let a = MachineCpu::now()?;
+            std::thread::sleep(Duration::from_secs(2));
+            let b = MachineCpu::now()?;
+            let busy = 100.0 * a.busy_seconds_until(&b) / 2.0;
+            if busy <= self.quiet_cpu_percent {
+                return Some(busy);
+            }
+            if Instant::now() >= until {
+                eprintln!(
+                    "{what}: the machine is still {busy:.0} % busy after {} s: measuring anyway",
+                    self.quiet_wait_s
+                );
+                return Some(busy);
+            }
+        }
+    }
+}
+
 /// The 1-minute load average, for the report's note on how quiet the machine was.
 pub fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")

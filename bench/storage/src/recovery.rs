@@ -104,6 +104,8 @@ pub struct RecoveryReport {
     pub decoded: Option<Pass>,
     pub load_before: Option<f64>,
     pub load_after: Option<f64>,
+    /// The machine's busy percentage just before the passes (with `--quiet-wait-s`).
+    pub quiet: Option<f64>,
 }
 
 pub fn run(env: &Env, args: &RecoveryArgs) -> Result<RecoveryReport> {
@@ -162,6 +164,7 @@ pub fn run(env: &Env, args: &RecoveryArgs) -> Result<RecoveryReport> {
     let mut client = Client::connect(reader, &ClientConfig::default())
         .with_context(|| format!("connecting to the reader on {reader}"))?;
     let pid = server.pid();
+    let quiet = env.quiet.wait("recovery");
     eprintln!("recovery: warming pass");
     let warm = pass(&mut client, pid, &index_dir, false)?;
     check_complete(&warm, written_records, written_bytes)?;
@@ -200,6 +203,7 @@ pub fn run(env: &Env, args: &RecoveryArgs) -> Result<RecoveryReport> {
         decoded,
         load_before,
         load_after: procs::load_average(),
+        quiet,
     })
 }
 
@@ -481,9 +485,12 @@ impl RecoveryReport {
         );
         let _ = writeln!(
             s,
-            "- CPU in % of one CPU; load average before / after: {} / {}",
+            "- CPU in % of one CPU; load average before / after: {} / {}{}",
             fmt_load(self.load_before),
-            fmt_load(self.load_after)
+            fmt_load(self.load_after),
+            self.quiet.map_or(String::new(), |b| format!(
+                "; the machine was {b:.0} % busy just before the passes"
+            ))
         );
         s
     }

@@ -13,14 +13,12 @@ pub const DEPTH_MAX: usize = 8;
 
 /// Appends one command, an array of bulk strings.
 pub fn encode_command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
-    out.push(b'*');
-    out.extend_from_slice(args.len().to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
+    use std::io::Write as _;
+    // Writing into a Vec cannot fail; the numbers are formatted without an allocation.
+    let _ = write!(out, "*{}\r\n", args.len());
     for a in args {
         let a = a.as_ref();
-        out.push(b'$');
-        out.extend_from_slice(a.len().to_string().as_bytes());
-        out.extend_from_slice(b"\r\n");
+        let _ = write!(out, "${}\r\n", a.len());
         out.extend_from_slice(a);
         out.extend_from_slice(b"\r\n");
     }

@@ -50,9 +50,17 @@ pub struct WriteArgs {
     /// than a 10 s run adds.
     #[arg(long, default_value_t = 4_000_000)]
     pub redis_maxlen: u64,
+    /// Times the three servers are measured, one after the other each time (the machine is shared: more
+    /// rounds show how much of a difference is noise).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Leave Redis out (the writer rows alone).
     #[arg(long)]
     pub no_redis: bool,
+    /// Start Redis with `--auto-aof-rewrite-percentage 0` (no AOF rewrite during the run; by default Redis
+    /// rewrites its AOF each time it doubled past 64 MB, forking and writing the whole stream again).
+    #[arg(long)]
+    pub redis_no_aof_rewrite: bool,
 }
 
 /// One server's row.
@@ -72,13 +80,27 @@ impl Row {
     }
 }
 
+/// One round: the writer with `ack = "fsync"`, Redis, the writer with `ack = "write"`.
+#[derive(Debug, Clone)]
+pub struct Rows {
+    pub fsync: Row,
+    pub redis: Option<Row>,
+    pub write: Row,
+}
+
+impl Rows {
+    fn all(&self) -> impl Iterator<Item = &Row> {
+        [Some(&self.fsync), self.redis.as_ref(), Some(&self.write)]
+            .into_iter()
+            .flatten()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WriteReport {
     pub args: WriteArgs,
     pub disk: Disk,
-    pub fsync: Row,
-    pub redis: Option<Row>,
-    pub write: Row,
+    pub rounds: Vec<Rows>,
     pub load_before: Option<f64>,
     pub load_after: Option<f64>,
 }
@@ -123,18 +145,23 @@ pub fn run(env: &Env, args: &WriteArgs) -> Result<WriteReport> {
         disk::FDATASYNC_SAMPLES
     );
     let disk = disk::measure(&fresh_dir(&env.dir.join("disk"))?, args.dd_mib)?;
-    let fsync = writer_row(env, &writer_bin, "fsync", &content, window, args)?;
-    let redis = match &redis_bin {
-        Some(bin) => Some(redis_row(env, bin, &content, window, args)?),
-        None => None,
-    };
-    let write = writer_row(env, &writer_bin, "write", &content, window, args)?;
+    let mut rounds = Vec::new();
+    for round in 1..=args.rounds.max(1) {
+        if args.rounds > 1 {
+            eprintln!("round {round} of {}", args.rounds);
+        }
+        let fsync = writer_row(env, &writer_bin, "fsync", &content, window, args)?;
+        let redis = match &redis_bin {
+            Some(bin) => Some(redis_row(env, bin, &content, window, args)?),
+            None => None,
+        };
+        let write = writer_row(env, &writer_bin, "write", &content, window, args)?;
+        rounds.push(Rows { fsync, redis, write });
+    }
     Ok(WriteReport {
         args: args.clone(),
         disk,
-        fsync,
-        redis,
-        write,
+        rounds,
         load_before,
         load_after: procs::load_average(),
     })
@@ -172,11 +199,12 @@ fn writer_row(
     );
     let mut server = Server::spawn("logtank-writer", bin, &argv, &dir.join("writer.log"))?;
     server.wait_listening(addr)?;
+    let quiet = env.quiet.wait("logtank-writer");
     let workers = (0..args.connections)
         .map(|c| WriterWorker::connect(addr, content, c))
         .collect::<Result<Vec<_>>>()?;
     let result = load::run(workers, window, server.pid())?;
-    let mut notes = Vec::new();
+    let mut notes = quiet_note(quiet);
     let admin_addr: SocketAddr = ([127, 0, 0, 1], admin).into();
     if let Ok(status) = procs::http_get(admin_addr, "/status") {
         let v: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
@@ -219,6 +247,10 @@ fn redis_row(env: &Env, bin: &Path, content: &Content, window: Window, args: &Wr
     .iter()
     .map(OsString::from)
     .collect();
+    let mut argv = argv;
+    if args.redis_no_aof_rewrite {
+        argv.extend(["--auto-aof-rewrite-percentage", "0"].map(OsString::from));
+    }
     let version = std::process::Command::new(bin)
         .arg("--version")
         .output()
@@ -232,11 +264,13 @@ fn redis_row(env: &Env, bin: &Path, content: &Content, window: Window, args: &Wr
     server.wait_listening(addr)?;
     wait_redis_ready(addr)?;
     let maxlen = (args.redis_maxlen > 0).then_some(args.redis_maxlen);
+    let quiet = env.quiet.wait("redis");
     let workers = (0..args.connections)
         .map(|c| RedisWorker::connect(addr, REDIS_KEY, maxlen, content, c))
         .collect::<Result<Vec<_>>>()?;
     let result = load::run(workers, window, server.pid())?;
-    let mut notes = vec![version];
+    let mut notes = quiet_note(quiet);
+    notes.push(version);
     if let Ok(Reply::Bulk(Some(info))) = load::redis_command(addr, &["INFO"]) {
         let info = String::from_utf8_lossy(&info);
         let f = |k: &str| load::info_field(&info, k).unwrap_or_else(|| "?".into());
@@ -255,11 +289,21 @@ fn redis_row(env: &Env, bin: &Path, content: &Content, window: Window, args: &Wr
     notes.push(format!("stopped in {:.2} s after SIGTERM", stop.as_secs_f64()));
     remove(&dir)?;
     Ok(Row {
-        name: "Redis streams, XADD, appendfsync everysec".into(),
+        name: if args.redis_no_aof_rewrite {
+            "Redis streams, XADD, appendfsync everysec, no AOF rewrite".into()
+        } else {
+            "Redis streams, XADD, appendfsync everysec".into()
+        },
         result,
         record_bytes: content.stream_entry_bytes(),
         notes,
     })
+}
+
+fn quiet_note(busy: Option<f64>) -> Vec<String> {
+    busy.map(|b| format!("the machine was {b:.0} % busy (of one CPU) just before the measurement"))
+        .into_iter()
+        .collect()
 }
 
 /// Redis answers `-LOADING` while it reads its AOF at start; a fresh directory is quick, but wait anyway.
@@ -286,6 +330,9 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
+/// A row disturbed by other processes: they took at least this much CPU (percent of one) in its window.
+const DISTURBED_OTHER_PERCENT: f64 = 30.0;
+
 impl WriteReport {
     pub fn to_markdown(&self) -> String {
         let a = &self.args;
@@ -300,24 +347,36 @@ impl WriteReport {
             "| server | records/s | MB/s | p50 / p99 / max per round trip | server CPU | client CPU | other CPU | refused |"
         );
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
-        let rows = [Some(&self.fsync), self.redis.as_ref(), Some(&self.write)];
-        for row in rows.into_iter().flatten() {
-            let r = &row.result;
-            let _ = writeln!(
-                s,
-                "| {} | {:.0} | {:.1} ({} B/record) | {:.2} / {:.2} / {:.2} ms | {:.0} % | {:.0} % | {:.0} % | {} |",
-                row.name,
-                r.records_per_s(),
-                row.mb_per_s(),
-                row.record_bytes,
-                ms(r.latency.quantile(0.5)),
-                ms(r.latency.quantile(0.99)),
-                ms(r.latency.max()),
-                r.percent(r.server_cpu_s),
-                r.percent(r.client_cpu_s),
-                r.other_percent(),
-                r.errors,
-            );
+        let several = self.rounds.len() > 1;
+        for (i, rows) in self.rounds.iter().enumerate() {
+            for row in rows.all() {
+                let r = &row.result;
+                let dagger = if r.other_percent() >= DISTURBED_OTHER_PERCENT {
+                    " †"
+                } else {
+                    ""
+                };
+                let round = if several {
+                    format!(" (round {})", i + 1)
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    s,
+                    "| {}{round} | {:.0}{dagger} | {:.1} ({} B/record) | {:.2} / {:.2} / {:.2} ms | {:.0} % | {:.0} % | {:.0} % | {} |",
+                    row.name,
+                    r.records_per_s(),
+                    row.mb_per_s(),
+                    row.record_bytes,
+                    ms(r.latency.quantile(0.5)),
+                    ms(r.latency.quantile(0.99)),
+                    ms(r.latency.max()),
+                    r.percent(r.server_cpu_s),
+                    r.percent(r.client_cpu_s),
+                    r.other_percent(),
+                    r.errors,
+                );
+            }
         }
         let d = &self.disk;
         let _ = writeln!(
@@ -329,42 +388,79 @@ impl WriteReport {
             d.fdatasync_p99.as_secs_f64() * 1e3
         );
         s.push('\n');
-        if let Some(redis) = &self.redis {
+        for (i, rows) in self.rounds.iter().enumerate() {
+            let Some(redis) = &rows.redis else { continue };
             let base = redis.result.records_per_s();
-            for row in [&self.fsync, &self.write] {
+            let round = if several {
+                format!(" (round {})", i + 1)
+            } else {
+                String::new()
+            };
+            for row in [&rows.fsync, &rows.write] {
                 let _ = writeln!(
                     s,
-                    "- **{} / Redis: {:.2}× records/s** (target ≥ 2×), {:.2}× MB/s; p99 {:.2}×",
+                    "- **{} / Redis{round}: {:.2}× records/s** (target ≥ 2×), {:.2}× MB/s; p99 {:.2}×; server CPU per record {:.2}×",
                     row.name,
                     row.result.records_per_s() / base,
                     row.mb_per_s() / redis.mb_per_s(),
-                    row.result.latency.quantile(0.99) as f64
-                        / redis.result.latency.quantile(0.99).max(1) as f64,
+                    row.result.latency.quantile(0.99) as f64 / redis.result.latency.quantile(0.99).max(1) as f64,
+                    cpu_per_record(&row.result) / cpu_per_record(&redis.result),
                 );
             }
         }
-        let _ = writeln!(
-            s,
-            "- writer ack=fsync writes {:.2}× the dd bandwidth in record bytes",
-            self.fsync.mb_per_s() * 1e6 / d.dd_bytes_per_s
-        );
-        for row in rows.into_iter().flatten() {
-            if let Some(e) = &row.result.first_error {
-                let _ = writeln!(s, "- {}: first refusal: {e}", row.name);
+        if several {
+            let median = |f: fn(&Rows) -> Option<f64>| {
+                let mut v: Vec<f64> = self.rounds.iter().filter_map(f).collect();
+                v.sort_by(f64::total_cmp);
+                v.get(v.len() / 2).copied()
+            };
+            let fsync = median(|r| Some(r.fsync.result.records_per_s()));
+            let write = median(|r| Some(r.write.result.records_per_s()));
+            let redis = median(|r| r.redis.as_ref().map(|x| x.result.records_per_s()));
+            if let (Some(f), Some(w), Some(r)) = (fsync, write, redis) {
+                let _ = writeln!(
+                    s,
+                    "- **medians over {} rounds: ack=fsync {:.0}, Redis {:.0}, ack=write {:.0} records/s: fsync / Redis {:.2}×, write / Redis {:.2}×**",
+                    self.rounds.len(), f, r, w, f / r, w / r
+                );
             }
-            for n in &row.notes {
-                let _ = writeln!(s, "- {}: {n}", row.name);
+        }
+        if let Some(first) = self.rounds.first() {
+            let _ = writeln!(
+                s,
+                "- writer ack=fsync writes {:.2}× the dd bandwidth in record bytes",
+                first.fsync.mb_per_s() * 1e6 / d.dd_bytes_per_s
+            );
+        }
+        for (i, rows) in self.rounds.iter().enumerate() {
+            let round = if several {
+                format!(" (round {})", i + 1)
+            } else {
+                String::new()
+            };
+            for row in rows.all() {
+                if let Some(e) = &row.result.first_error {
+                    let _ = writeln!(s, "- {}{round}: first refusal: {e}", row.name);
+                }
+                for n in &row.notes {
+                    let _ = writeln!(s, "- {}{round}: {n}", row.name);
+                }
             }
         }
         let _ = writeln!(
             s,
-            "- CPU in % of one CPU ({} CPUs); \"other\" is the rest of the machine; load average before / after: {} / {}",
-            self.fsync.result.cpus,
+            "- CPU in % of one CPU ({} CPUs); \"other\" is the rest of the machine (†: ≥ {DISTURBED_OTHER_PERCENT:.0} %); load average before / after: {} / {}",
+            self.rounds.first().map_or(0, |r| r.fsync.result.cpus),
             fmt_load(self.load_before),
             fmt_load(self.load_after)
         );
         s
     }
+}
+
+/// Server CPU seconds per acknowledged record.
+fn cpu_per_record(r: &LoadResult) -> f64 {
+    r.server_cpu_s / r.acked.max(1) as f64
 }
 
 pub(crate) fn fmt_load(l: Option<f64>) -> String {
