@@ -1,6 +1,7 @@
 //! The `logtank` command: run the suite locally (`up`), see this host's daemons (`status`), write records
 //! (`send`, `generate`), read them back (`read`, `recover`, `tail`), manage the per-index logs (`indexes …`),
-//! inspect journals (`journal …`), look into coordination (`zk …`), measure a server (`bench zk`).
+//! replicate a slave from its master (`sync`), inspect journals (`journal …`), look into coordination
+//! (`zk …`), measure a server (`bench zk`).
 //!
 //! One module per command (`*_cmd.rs` where the plain name is taken); what several share lives once:
 //! `endpoint` (addresses, connect, server errors), `records` (JSON lines), `progress` (counts and rates).
@@ -16,6 +17,7 @@ pub mod read;
 pub mod records;
 pub mod send;
 pub mod status;
+pub mod sync_cmd;
 pub mod up;
 pub mod zk_cmd;
 
@@ -58,6 +60,8 @@ pub enum Command {
         #[command(subcommand)]
         command: journal_cmd::JournalCommand,
     },
+    /// One run of a slave's replication: copy the master's dealt segments (rsync) and adopt them.
+    Sync(sync_cmd::SyncArgs),
     /// A ZooKeeper shell for coordd or a ZooKeeper ensemble: one command, or commands from stdin.
     Zk(zk_cmd::ZkArgs),
     /// Load tools that measure a running server (see docs/benchmarks.md).
@@ -79,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Tail(args) => read::tail(args),
         Command::Indexes(args) => indexes_cmd::run(args),
         Command::Journal { command } => journal_cmd::run(command),
+        Command::Sync(args) => sync_cmd::run(args),
         Command::Zk(args) => zk_cmd::run(args),
         Command::Bench { command } => bench_cmd::run(command),
     };

@@ -55,7 +55,7 @@ impl Drop for Daemon {
 impl Daemon {
     /// Starts `binary` with `args`, its stderr copied to `log`; returns once every `markers` line (e.g.
     /// "serving LogReader on ") has appeared, with the address that follows each.
-    fn start(binary: &str, args: &[String], log: PathBuf, markers: &[&str]) -> (Daemon, Vec<SocketAddr>) {
+    pub fn start(binary: &str, args: &[String], log: PathBuf, markers: &[&str]) -> (Daemon, Vec<SocketAddr>) {
         let mut child = Command::new(daemon_binary(binary))
             .args(args)
             .stdin(Stdio::null())
