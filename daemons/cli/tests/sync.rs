@@ -105,7 +105,7 @@ fn start_indexes(root: &Path, dir: &Path, name: &str, coord: Option<&str>) -> (D
     (daemon, addrs[0])
 }
 
-/// The master's storage served by `rsync --daemon` with the module of etc/rsyncd-logtank.conf, moved to a
+/// The master's storage served by `rsync --daemon` with the module of etc/rsyncd.conf, moved to a
 /// temp dir and a free port (and no chroot: the test need not be root).
 struct RsyncDaemon {
     child: Child,
@@ -122,7 +122,7 @@ impl Drop for RsyncDaemon {
 
 impl RsyncDaemon {
     fn start(storage: &Path, dir: &Path) -> RsyncDaemon {
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc/rsyncd-logtank.conf");
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc/rsyncd.conf");
         let shipped = std::fs::read_to_string(shipped).unwrap();
         let mut conf = String::new();
         for line in shipped.lines() {
