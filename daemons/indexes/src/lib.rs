@@ -9,12 +9,12 @@
 //! - [`roles`]: the marker files and fencing, i.e. whether this host is the active master;
 //! - [`pipeline`]: the dedicated thread that runs the storage pipeline while active;
 //! - [`coordination`]: epoch bump, recovery registration and fencing through `/logtank`;
-//! - [`config`], [`lock`] (one reader per data root), [`metrics`].
+//! - [`config`], [`metrics`]; the data root's dealer lock is `logtank_storage::DataRootLock` (one reader
+//!   per data root).
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod coordination;
-pub mod lock;
 pub mod metrics;
 pub mod pipeline;
 pub mod roles;
@@ -26,14 +26,13 @@ use std::sync::{Arc, PoisonError};
 
 use anyhow::Context;
 use logtank_runtime::{CommonArgs, Daemon, DaemonContext, StatusSource, WorkTracker};
-use logtank_storage::{Layout, Storage};
+use logtank_storage::{DataRootLock, Layout, LockRole, Storage};
 use logtank_thrift::binary::Limits;
 use serde_json::{Map, Value};
 
 pub use config::IndexesConfig;
 
 use crate::coordination::{CoordState, Coordination, SharedCoordState};
-use crate::lock::DealerLock;
 use crate::metrics::IndexesMetrics;
 use crate::pipeline::{Pipeline, SharedPipelineStatus};
 use crate::roles::Roles;
@@ -94,7 +93,7 @@ pub struct Indexes {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     pipeline: Option<std::thread::JoinHandle<()>>,
     tracker: WorkTracker,
-    _lock: DealerLock,
+    _lock: DataRootLock,
 }
 
 /// What the status line and `/status` show, kept up to date by the pipeline thread and the coordination
@@ -180,7 +179,7 @@ impl Daemon for Indexes {
 
     async fn start(config: IndexesConfig, ctx: DaemonContext) -> anyhow::Result<Self> {
         let layout = Layout::new(config.data_root());
-        let lock = DealerLock::acquire(&layout.dealer_lock())?;
+        let lock = layout.lock(LockRole::Dealer)?;
         let options = config.pipeline.storage_options();
         let open_layout = layout.clone();
         let storage = tokio::task::spawn_blocking(move || Storage::open(open_layout, options))

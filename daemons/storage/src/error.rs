@@ -33,8 +33,18 @@ pub enum StorageError {
         found: u64,
         path: PathBuf,
     },
-    #[error("storage directory {} is in use by another process{holder}", path.display())]
-    Locked { path: PathBuf, holder: String },
+    /// A data root's single-instance lock ([`crate::DataRootLock`]) is held by another process.
+    #[error(
+        "{} is locked by another {daemon} ({}): {rule}; stop it first",
+        path.display(),
+        holder.map_or_else(|| "pid unknown".to_string(), |pid| format!("pid {pid}"))
+    )]
+    Locked {
+        path: PathBuf,
+        daemon: &'static str,
+        rule: &'static str,
+        holder: Option<u32>,
+    },
     #[error("{0}")]
     Invalid(String),
 }

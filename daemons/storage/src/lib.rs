@@ -11,6 +11,7 @@
 //! master, readonly                                  markers (storage/safe_to_read, or safe_to_read)
 //! storage/raw/live/<first_seq:020>.journal          the writer's journal (logtank-journal segments)
 //! storage/raw/history/<first_seq:020>.journal       dealt raw segments, kept for `raw_history_retention`
+//! storage/writer.lock, storage/dealer.lock          one writer, one reader per data root ([`DataRootLock`])
 //! storage/dealer.next_seq.info                      first raw sequence number not yet dealt
 //! storage/dealer.dealt_until_ms.info, dealer.seq_offset.info   for slaves: see the `sync` module
 //! storage/indexes/<code>/segments/<from>-<to>.unsorted_<n>   one per (raw segment, index), arrival order
@@ -27,6 +28,7 @@ mod error;
 mod framed;
 mod fsutil;
 mod layout;
+mod lock;
 pub mod merge;
 mod names;
 mod pipeline;
@@ -37,6 +39,7 @@ mod sync;
 
 pub use error::StorageError;
 pub use layout::Layout;
+pub use lock::{DataRootLock, LockRole};
 pub use names::{SegmentKind, SegmentName};
 pub use pipeline::CycleReport;
 pub use reader::Page;

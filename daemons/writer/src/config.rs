@@ -10,6 +10,7 @@ use logtank_journal::frame::{FRAME_HEADER_BYTES, PAYLOAD_BYTES_MAX, SEGMENT_HEAD
 use logtank_journal::IoBackend;
 use logtank_runtime::config::{AdminConfig, InvalidValue, IoConfig, LogConfig, ServerConfig};
 use logtank_runtime::ioprio::IoClass;
+use logtank_storage::{Layout, LockRole};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// IndexTank's LogWriterServer port.
@@ -222,9 +223,9 @@ logtank_runtime::impl_daemon_config!(WriterConfig {
 });
 
 impl WriterConfig {
-    /// `<data_root>/storage`: the writer's lock file lives here.
-    pub fn storage_dir(&self) -> PathBuf {
-        self.server.data_root.join("storage")
+    /// The paths under `server.data_root` (logtank-storage owns the layout).
+    pub fn layout(&self) -> Layout {
+        Layout::new(self.server.data_root.clone())
     }
 
     /// `<data_root>/storage/raw/live`: the journal the writer appends to (the raw log).
@@ -234,7 +235,7 @@ impl WriterConfig {
 
     /// `<data_root>/storage/writer.lock`.
     pub fn lock_path(&self) -> PathBuf {
-        self.storage_dir().join("writer.lock")
+        self.layout().lock_path(LockRole::Writer)
     }
 
     /// `<data_root>/readonly`: while it exists, writes are refused.

@@ -4,8 +4,9 @@
 //! group commit) or written to the OS (`"write"`, IndexTank's behaviour). Operator guide: `docs/writer.md`.
 //!
 //! Start reading at [`conn`] (the client port and `send_batch`), then [`batch`] (the rules and the raw log
-//! format, as a pure function). Around them: [`readonly`] (when writes are refused), [`lock`] (one writer per
-//! data root), [`coordination`] (the registration other daemons find us by), [`config`], [`metrics`].
+//! format, as a pure function). Around them: [`readonly`] (when writes are refused), [`coordination`] (the
+//! registration other daemons find us by), [`config`], [`metrics`]; one writer per data root is
+//! `logtank_storage::DataRootLock`.
 //!
 //! Invariants: a batch is one journal record (all or nothing); nothing is appended before every record of
 //! the batch passed its checks; a batch is acknowledged only after the journal mark `writer.ack` asks for
@@ -17,7 +18,6 @@ pub mod batch;
 pub mod config;
 pub mod conn;
 pub mod coordination;
-pub mod lock;
 pub mod metrics;
 pub mod readonly;
 
@@ -35,6 +35,7 @@ use axum::{Json, Router};
 use logtank_journal::{Journal, JournalOptions, Marks, RecoveryReport};
 use logtank_runtime::config::Override;
 use logtank_runtime::{CommonArgs, Daemon, DaemonContext, Shutdown, StatusSource, WorkTracker};
+use logtank_storage::{DataRootLock, LockRole};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
@@ -44,7 +45,6 @@ use crate::batch::BatchLimits;
 use crate::config::AckMode;
 use crate::conn::ConnContext;
 use crate::coordination::CoordState;
-use crate::lock::WriterLock;
 use crate::metrics::WriterMetrics;
 use crate::readonly::Readonly;
 
@@ -177,7 +177,7 @@ pub struct Writer {
     accept: tokio::task::JoinHandle<()>,
     readonly_task: tokio::task::JoinHandle<()>,
     coord_task: Option<tokio::task::JoinHandle<()>>,
-    lock: WriterLock,
+    lock: DataRootLock,
 }
 
 impl std::fmt::Debug for Writer {
@@ -194,7 +194,7 @@ impl Daemon for Writer {
     const NAME: &'static str = "writer";
 
     async fn start(config: WriterConfig, ctx: DaemonContext) -> anyhow::Result<Self> {
-        let lock = WriterLock::acquire(&config.lock_path())?;
+        let lock = config.layout().lock(LockRole::Writer)?;
         let raw_live = config.raw_live_dir();
         std::fs::create_dir_all(&raw_live).with_context(|| format!("creating {}", raw_live.display()))?;
         let listener = tokio::net::TcpListener::bind(&config.server.listen)
