@@ -230,7 +230,7 @@ impl WriterConfig {
 
     /// `<data_root>/storage/raw/live`: the journal the writer appends to (the raw log).
     pub fn raw_live_dir(&self) -> PathBuf {
-        raw_live_dir(&self.server.data_root)
+        self.layout().raw_live()
     }
 
     /// `<data_root>/storage/writer.lock`.
@@ -240,7 +240,7 @@ impl WriterConfig {
 
     /// `<data_root>/readonly`: while it exists, writes are refused.
     pub fn readonly_marker(&self) -> PathBuf {
-        self.server.data_root.join("readonly")
+        self.layout().readonly_marker()
     }
 
     fn check(&self) -> Result<(), InvalidValue> {
@@ -347,12 +347,12 @@ impl WriterConfig {
 
 /// `<data_root>/storage/raw/live`, for tests and tools that read the raw log.
 pub fn raw_live_dir(data_root: &Path) -> PathBuf {
-    data_root.join("storage").join("raw").join("live")
+    Layout::new(data_root).raw_live()
 }
 
 /// `<data_root>/storage/raw/history`, where the indexes daemon moves closed segments.
 pub fn raw_history_dir(data_root: &Path) -> PathBuf {
-    data_root.join("storage").join("raw").join("history")
+    Layout::new(data_root).raw_history()
 }
 
 /// An advertised address is one coordination path component: `host:port`, no `/`.
