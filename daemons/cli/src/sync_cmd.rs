@@ -129,6 +129,10 @@ pub struct SyncSection {
     pub timeout_s: u64,
     /// rsync --bwlimit in KiB/s; 0: no limit.
     pub bwlimit_kib: u64,
+    /// The own raw segments an adoption moved to `raw/history` are removed this long after their last
+    /// write (on a master, logtank-indexes' cleaner does it with `pipeline.raw_history_retention_hours`);
+    /// 0: never.
+    pub raw_history_retention_hours: u64,
 }
 
 impl Default for SyncSection {
@@ -145,6 +149,7 @@ impl Default for SyncSection {
             overlap_ms: 60_000,
             timeout_s: 300,
             bwlimit_kib: 0,
+            raw_history_retention_hours: 168,
         }
     }
 }
@@ -567,6 +572,18 @@ pub fn sync_once(config: &SyncConfig, force: bool, stop: &AtomicBool) -> Result<
         adopt(&storage, overlap, None)?;
     }
 
+    if section.raw_history_retention_hours > 0 {
+        let retention = Duration::from_secs(section.raw_history_retention_hours * 3600);
+        let removed = expire_raw_history(&layout.raw_history(), retention)?;
+        if removed > 0 {
+            log::info!(
+                "sync: removed {removed} raw history segments older than {} hours from {}",
+                section.raw_history_retention_hours,
+                layout.raw_history().display()
+            );
+        }
+    }
+
     let (host, port) = master_host(config)?;
     let source = Source::new(section, &host, port);
     let master = source.url.clone();
@@ -791,6 +808,41 @@ fn rsync(
         source.url,
         if quoted.is_empty() { "nothing" } else { quoted }
     )
+}
+
+/// Removes raw segments (`<first_seq:020>.journal`) in `dir` last written more than `retention` ago.
+fn expire_raw_history(dir: &Path, retention: Duration) -> Result<usize> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let name = entry.file_name();
+        let is_segment = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".journal"))
+            .is_some_and(|stem| stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()));
+        if !is_segment {
+            continue;
+        }
+        let age = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok());
+        if age.is_some_and(|age| age > retention) {
+            remove_file(&entry.path())?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
 }
 
 /// fsyncs every file and directory under `dir` (rsync does not), counting the files.

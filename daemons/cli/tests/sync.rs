@@ -550,6 +550,22 @@ fn refusals_and_failures_adopt_nothing() {
     std::fs::create_dir_all(migrated.join("indexes/x/segments")).unwrap();
     std::fs::write(migrated.join("dealer.next_seq.info"), "5\n").unwrap();
     std::fs::write(migrated.join("dealer.dealt_until_ms.info"), "1000\n").unwrap();
+    // Raw history a week and a day old goes (raw_history_retention_hours = 168), younger history stays.
+    let history = slave.join("storage/raw/history");
+    std::fs::create_dir_all(&history).unwrap();
+    let (old, young) = (
+        history.join(format!("{:020}.journal", 1)),
+        history.join(format!("{:020}.journal", 9)),
+    );
+    for path in [&old, &young] {
+        std::fs::write(path, "x").unwrap();
+    }
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(192 * 3600))
+        .unwrap();
     let dead = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -567,6 +583,11 @@ fn refusals_and_failures_adopt_nothing() {
         "{err}"
     );
     assert!(err.contains("nothing was adopted"), "{err}");
+    assert!(
+        err.contains("removed 1 raw history segments older than 168 hours"),
+        "{err}"
+    );
+    assert!(!old.exists() && young.exists());
     assert!(!migrated.exists());
     assert!(slave.join("storage/indexes/x/segments").is_dir());
     assert_eq!(
