@@ -584,7 +584,7 @@ pub fn sync_once(config: &SyncConfig, force: bool, stop: &AtomicBool) -> Result<
         }
     }
 
-    let (host, port) = master_host(config)?;
+    let (host, port) = master_host(config, stop)?;
     let source = Source::new(section, &host, port);
     let master = source.url.clone();
     let staging = layout.migrating();
@@ -666,12 +666,12 @@ fn adopt(storage: &Storage, overlap: Duration, fingerprint: Option<&str>) -> Res
 }
 
 /// The master's host and the port to use, from the config or from coordination.
-fn master_host(config: &SyncConfig) -> Result<(String, Option<u16>)> {
+fn master_host(config: &SyncConfig, stop: &AtomicBool) -> Result<(String, Option<u16>)> {
     let master = config.sync.master.trim();
     if !master.is_empty() {
         return parse_master(master).map_err(|e| anyhow!("sync.master: {e}"));
     }
-    let endpoint = recovery_endpoint(&config.coord)?;
+    let endpoint = recovery_endpoint(&config.coord, stop)?;
     let (host, _reader_port) =
         parse_master(&endpoint).map_err(|e| anyhow!("{} holds {e}", logtank_coord::paths::RECOVERY))?;
     log::info!(
@@ -683,24 +683,36 @@ fn master_host(config: &SyncConfig) -> Result<(String, Option<u16>)> {
 }
 
 /// Reads `/logtank/services/recovery` (data `host:port` of the master's reader).
-fn recovery_endpoint(coord: &CoordConfig) -> Result<String> {
+fn recovery_endpoint(coord: &CoordConfig, stop: &AtomicBool) -> Result<String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let deadline = coord.connect_timeout() + coord.session_timeout();
     let endpoint = runtime.block_on(async {
-        tokio::time::timeout(deadline, async {
+        let read = tokio::time::timeout(deadline, async {
             let session = Coord::connect(coord).await?;
             session.recovery_endpoint().await
-        })
-        .await
+        });
+        // A stop signal (a promotion stops this unit) must not wait for coordination.
+        let stopped = async {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(POLL).await;
+            }
+        };
+        tokio::select! {
+            endpoint = read => Some(endpoint),
+            () = stopped => None,
+        }
     });
     let where_ = format!(
         "{} on {} ([coord] servers)",
         logtank_coord::paths::RECOVERY,
         coord.servers
     );
+    let Some(endpoint) = endpoint else {
+        bail!("stopped by a signal while reading {where_}; nothing was adopted");
+    };
     match endpoint {
         Err(_) => bail!(
             "no answer from coordination within {} s reading {where_}",
