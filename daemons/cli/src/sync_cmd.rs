@@ -6,7 +6,8 @@
 //!
 //! 1. On a master (`<data>/master` exists) it does nothing and exits 0.
 //! 2. A complete copy left in `storage/migrated` by an earlier run (interrupted before or during its
-//!    adoption) is adopted first: [`Storage::adopt_snapshot`] is idempotent.
+//!    adoption) is adopted first: [`Storage::adopt_snapshot`] is idempotent. Own raw segments an adoption
+//!    moved to `raw/history` are removed after `raw_history_retention_hours` (no cleaner runs on a slave).
 //! 3. `storage/migrating` is emptied; the master's `storage/dealer*.info` are copied into it first (so the
 //!    segments copied after them can only cover more than the info says, never less). If the master dealt
 //!    nothing new since the snapshot this host adopted last and this host is already safe to read, the run
