@@ -561,7 +561,11 @@ pub fn sync_once(config: &SyncConfig, force: bool, stop: &AtomicBool) -> Result<
         return Ok(Outcome::Master);
     }
     check_owner(&layout)?;
-    let storage = Storage::open(layout.clone(), StorageOptions::default())
+    let options = StorageOptions {
+        raw_history_retention: Duration::from_secs(section.raw_history_retention_hours.saturating_mul(3600)),
+        ..StorageOptions::default()
+    };
+    let storage = Storage::open(layout.clone(), options)
         .with_context(|| format!("opening the storage in {}", layout.storage().display()))?;
     let overlap = Duration::from_millis(section.overlap_ms);
 
@@ -574,8 +578,9 @@ pub fn sync_once(config: &SyncConfig, force: bool, stop: &AtomicBool) -> Result<
     }
 
     if section.raw_history_retention_hours > 0 {
-        let retention = Duration::from_secs(section.raw_history_retention_hours * 3600);
-        let removed = expire_raw_history(&layout.raw_history(), retention)?;
+        let removed = storage
+            .expire_raw_history()
+            .with_context(|| format!("expiring {}", layout.raw_history().display()))?;
         if removed > 0 {
             log::info!(
                 "sync: removed {removed} raw history segments older than {} hours from {}",
@@ -821,41 +826,6 @@ fn rsync(
         source.url,
         if quoted.is_empty() { "nothing" } else { quoted }
     )
-}
-
-/// Removes raw segments (`<first_seq:020>.journal`) in `dir` last written more than `retention` ago.
-fn expire_raw_history(dir: &Path, retention: Duration) -> Result<usize> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
-    };
-    let now = std::time::SystemTime::now();
-    let mut removed = 0;
-    for entry in entries {
-        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-        let name = entry.file_name();
-        let is_segment = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".journal"))
-            .is_some_and(|stem| stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()));
-        if !is_segment {
-            continue;
-        }
-        let age = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| now.duration_since(t).ok());
-        if age.is_some_and(|age| age > retention) {
-            remove_file(&entry.path())?;
-            removed += 1;
-        }
-    }
-    if removed > 0 {
-        sync_dir(dir)?;
-    }
-    Ok(removed)
 }
 
 /// fsyncs every file and directory under `dir` (rsync does not), counting the files.

@@ -115,7 +115,7 @@ fn remove_leftovers(dir: &Path) -> Result<usize, StorageError> {
     Ok(removed)
 }
 
-fn expire_raw_history(storage: &Storage) -> Result<usize, StorageError> {
+pub(crate) fn expire_raw_history(storage: &Storage) -> Result<usize, StorageError> {
     let retention = storage.options.raw_history_retention;
     let mut removed = 0;
     for segment in raw::list(&storage.layout.raw_history(), true)? {

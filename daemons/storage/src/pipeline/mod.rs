@@ -87,4 +87,10 @@ impl Storage {
     pub fn clean(&self) -> Result<usize, StorageError> {
         cleaner::clean(self)
     }
+
+    /// Removes raw history older than `raw_history_retention` (part of [`Storage::clean`]; a slave, whose
+    /// pipeline does not run, calls it from its sync).
+    pub fn expire_raw_history(&self) -> Result<usize, StorageError> {
+        cleaner::expire_raw_history(self)
+    }
 }
