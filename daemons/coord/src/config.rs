@@ -80,6 +80,51 @@ impl CoordConfig {
     }
 }
 
+/// `[coord]` for a daemon that works without coordination (logtank-writer, logtank-indexes): the keys of
+/// [`CoordConfig`], but `servers` may be empty, and is by default: coordination is off unless configured.
+/// [`CoordConfig`]'s own default (this host's coordd) suits tools that exist to talk to coordination; a
+/// storage daemon must not start looking for a server nobody set up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptionalCoordConfig {
+    /// A ZooKeeper connect string (`host:port[,host:port…][/chroot]`), or empty: no coordination.
+    #[serde(deserialize_with = "connect_string_or_empty")]
+    pub servers: String,
+    pub session_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for OptionalCoordConfig {
+    fn default() -> Self {
+        OptionalCoordConfig {
+            servers: String::new(),
+            session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+        }
+    }
+}
+
+impl OptionalCoordConfig {
+    /// Whether `servers` names any.
+    pub fn is_enabled(&self) -> bool {
+        !self.servers.is_empty()
+    }
+
+    /// The config to connect with, or `None` when no servers are configured.
+    pub fn coord_config(&self) -> Option<CoordConfig> {
+        self.is_enabled().then(|| CoordConfig {
+            servers: self.servers.clone(),
+            session_timeout_ms: self.session_timeout_ms,
+            connect_timeout_ms: self.connect_timeout_ms,
+        })
+    }
+
+    /// [`CoordConfig::validate`] when coordination is on; nothing to check when it is off.
+    pub fn validate(&self) -> Result<(), String> {
+        self.coord_config().map_or(Ok(()), |c| c.validate())
+    }
+}
+
 /// The chroot part of a connect string (`"/logtank"` in `"zk1:2181/logtank"`), if any.
 pub(crate) fn chroot_of(servers: &str) -> Option<&str> {
     let last = servers.rsplit(',').next()?;
@@ -125,6 +170,14 @@ pub fn check_connect_string(s: &str) -> Result<(), String> {
 fn connect_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
     check_connect_string(&s).map_err(serde::de::Error::custom)?;
+    Ok(s)
+}
+
+fn connect_string_or_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if !s.is_empty() {
+        check_connect_string(&s).map_err(serde::de::Error::custom)?;
+    }
     Ok(s)
 }
 
@@ -175,6 +228,42 @@ mod tests {
         }
         let e = toml::from_str::<CoordConfig>("servers = \"zk1\"").expect_err("bad servers accepted");
         assert!(e.to_string().contains("not host:port"), "{e}");
+    }
+
+    // Proves the optional section is off when empty (timeouts still at their defaults), on with servers,
+    // checks the connect string only when one is given, and validates timeouts only when on.
+    #[test]
+    fn optional_section_is_off_unless_servers_are_set() {
+        let off: OptionalCoordConfig = toml::from_str("").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(off, OptionalCoordConfig::default());
+        assert!(!off.is_enabled() && off.coord_config().is_none());
+        assert_eq!(off.session_timeout_ms, DEFAULT_SESSION_TIMEOUT_MS);
+        assert!(off.validate().is_ok());
+        let quiet = OptionalCoordConfig {
+            session_timeout_ms: 0,
+            ..OptionalCoordConfig::default()
+        };
+        assert!(quiet.validate().is_ok(), "nothing to check while off");
+
+        let on: OptionalCoordConfig =
+            toml::from_str("servers = \"127.0.0.1:2181/logtank\"\nconnect_timeout_ms = 5")
+                .unwrap_or_else(|e| panic!("{e}"));
+        let c = on.coord_config().expect("coordination configured");
+        assert_eq!(c.servers, "127.0.0.1:2181/logtank");
+        assert_eq!(
+            (c.session_timeout_ms, c.connect_timeout_ms),
+            (DEFAULT_SESSION_TIMEOUT_MS, 5)
+        );
+        let bad = OptionalCoordConfig {
+            session_timeout_ms: 0,
+            ..on
+        };
+        assert!(bad.validate().is_err());
+
+        let e = toml::from_str::<OptionalCoordConfig>("servers = \"zk1\"").expect_err("bad servers accepted");
+        assert!(e.to_string().contains("not host:port"), "{e}");
+        let e = toml::from_str::<OptionalCoordConfig>("server = \"\"").expect_err("unknown key accepted");
+        assert!(e.to_string().contains("unknown field"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! What every logtank daemon needs from coordination, over the `zookeeper-client` crate, so the same binary
 //! works against logtank-coordd and a real Apache ZooKeeper ensemble alike.
 //!
-//! - [`CoordConfig`]: the daemon's `[coord]` config section (connect string, session timeout, connect timeout).
+//! - [`CoordConfig`]: the daemon's `[coord]` config section (connect string, session timeout, connect timeout);
+//!   [`OptionalCoordConfig`] the same keys for daemons where coordination is off unless `servers` is set.
 //! - [`Coord::connect`]: a session, established with capped exponential backoff and renewed by a supervisor
 //!   task whenever the server ends it (expiry), so a long pause or a partition never leaves a daemon without
 //!   coordination.
@@ -29,7 +30,7 @@ mod session;
 pub mod test_support;
 
 pub use config::{
-    check_connect_string, CoordConfig, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_SERVERS,
+    check_connect_string, CoordConfig, OptionalCoordConfig, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_SERVERS,
     DEFAULT_SESSION_TIMEOUT_MS,
 };
 pub use connect::{connect, Backoff, BACKOFF_MAX_MS, BACKOFF_MIN_MS};

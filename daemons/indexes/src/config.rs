@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use logtank_coord::CoordConfig;
+use logtank_coord::OptionalCoordConfig;
 use logtank_runtime::config::{
     check_listen_address, AdminConfig, InvalidValue, IoConfig, LogConfig, ServerConfig,
 };
@@ -40,7 +40,9 @@ pub struct IndexesConfig {
     pub io: IoConfig,
     pub indexes: IndexesSection,
     pub pipeline: PipelineSection,
-    pub coord: CoordSection,
+    /// Where the master registers its reader and bumps the epoch. Empty `servers` (the default) = no
+    /// coordination: the markers alone decide, nothing is registered and nothing fences.
+    pub coord: OptionalCoordConfig,
 }
 
 impl Default for IndexesConfig {
@@ -57,7 +59,7 @@ impl Default for IndexesConfig {
             },
             indexes: IndexesSection::default(),
             pipeline: PipelineSection::default(),
-            coord: CoordSection::default(),
+            coord: OptionalCoordConfig::default(),
         }
     }
 }
@@ -160,42 +162,6 @@ impl PipelineSection {
     }
 }
 
-/// `[coord]`: where the master registers its reader and bumps the epoch. Empty `servers` (the default) =
-/// no coordination: the markers alone decide, nothing is registered and nothing fences.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CoordSection {
-    /// A ZooKeeper connect string (`host:port[,host:port…][/chroot]`), or empty.
-    #[serde(deserialize_with = "connect_string_or_empty")]
-    pub servers: String,
-    pub session_timeout_ms: u64,
-    pub connect_timeout_ms: u64,
-}
-
-impl Default for CoordSection {
-    fn default() -> Self {
-        CoordSection {
-            servers: String::new(),
-            session_timeout_ms: logtank_coord::DEFAULT_SESSION_TIMEOUT_MS,
-            connect_timeout_ms: logtank_coord::DEFAULT_CONNECT_TIMEOUT_MS,
-        }
-    }
-}
-
-impl CoordSection {
-    /// logtank-coord's config, or `None` when no servers are configured.
-    pub fn coord_config(&self) -> Option<CoordConfig> {
-        if self.servers.is_empty() {
-            return None;
-        }
-        Some(CoordConfig {
-            servers: self.servers.clone(),
-            session_timeout_ms: self.session_timeout_ms,
-            connect_timeout_ms: self.connect_timeout_ms,
-        })
-    }
-}
-
 fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
     check_listen_address(&s).map_err(serde::de::Error::custom)?;
@@ -211,14 +177,6 @@ fn advertise_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, 
         )));
     }
     Ok(Some(s))
-}
-
-fn connect_string_or_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let s = String::deserialize(d)?;
-    if !s.is_empty() {
-        logtank_coord::check_connect_string(&s).map_err(serde::de::Error::custom)?;
-    }
-    Ok(s)
 }
 
 logtank_runtime::impl_daemon_config!(IndexesConfig {
@@ -283,10 +241,8 @@ impl IndexesConfig {
                 ),
             );
         }
-        if let Some(c) = self.coord.coord_config() {
-            if let Err(e) = c.validate() {
-                return invalid("coord", e);
-            }
+        if let Err(e) = self.coord.validate() {
+            return invalid("coord", e);
         }
         Ok(())
     }
@@ -308,7 +264,7 @@ impl IndexesConfig {
                     .into(),
             );
         }
-        if self.coord.servers.is_empty() {
+        if !self.coord.is_enabled() {
             w.push(
                 "coord.servers is empty: the master is not registered at /logtank/services/recovery and \
                  nothing fences an old master"

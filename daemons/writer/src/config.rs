@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use logtank_coord::CoordConfig;
+use logtank_coord::OptionalCoordConfig;
 use logtank_journal::frame::{FRAME_HEADER_BYTES, PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES};
 use logtank_journal::IoBackend;
 use logtank_runtime::config::{AdminConfig, InvalidValue, IoConfig, LogConfig, ServerConfig};
@@ -42,7 +42,9 @@ pub struct WriterConfig {
     pub io: IoConfig,
     pub writer: WriterSection,
     pub readonly: ReadonlySection,
-    pub coord: CoordSection,
+    /// Where the writer registers `/logtank/services/storage/<advertise>`; empty `servers` (the default) =
+    /// no coordination, nothing registered. The writer never needs coordination to accept writes.
+    pub coord: OptionalCoordConfig,
 }
 
 impl Default for WriterConfig {
@@ -58,7 +60,7 @@ impl Default for WriterConfig {
             },
             writer: WriterSection::default(),
             readonly: ReadonlySection::default(),
-            coord: CoordSection::default(),
+            coord: OptionalCoordConfig::default(),
         }
     }
 }
@@ -163,53 +165,9 @@ impl Default for ReadonlySection {
     }
 }
 
-/// `[coord]`: logtank-coord's section, except that `servers` may be empty (the default): no coordination,
-/// nothing registered. The writer never needs coordination to accept writes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CoordSection {
-    /// A ZooKeeper connect string (`host:port[,host:port…][/chroot]`), or empty.
-    #[serde(deserialize_with = "connect_string_or_empty")]
-    pub servers: String,
-    pub session_timeout_ms: u64,
-    pub connect_timeout_ms: u64,
-}
-
-impl Default for CoordSection {
-    fn default() -> Self {
-        CoordSection {
-            servers: String::new(),
-            session_timeout_ms: logtank_coord::DEFAULT_SESSION_TIMEOUT_MS,
-            connect_timeout_ms: logtank_coord::DEFAULT_CONNECT_TIMEOUT_MS,
-        }
-    }
-}
-
-impl CoordSection {
-    /// logtank-coord's config, or `None` when no servers are configured.
-    pub fn coord_config(&self) -> Option<CoordConfig> {
-        if self.servers.is_empty() {
-            return None;
-        }
-        Some(CoordConfig {
-            servers: self.servers.clone(),
-            session_timeout_ms: self.session_timeout_ms,
-            connect_timeout_ms: self.connect_timeout_ms,
-        })
-    }
-}
-
 fn io_backend<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
     s.parse::<IoBackend>().map_err(serde::de::Error::custom)?;
-    Ok(s)
-}
-
-fn connect_string_or_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let s = String::deserialize(d)?;
-    if !s.is_empty() {
-        logtank_coord::check_connect_string(&s).map_err(serde::de::Error::custom)?;
-    }
     Ok(s)
 }
 
@@ -309,10 +267,8 @@ impl WriterConfig {
                 ),
             );
         }
-        if let Some(coord) = self.coord.coord_config() {
-            if let Err(e) = coord.validate() {
-                return invalid("coord", e);
-            }
+        if let Err(e) = self.coord.validate() {
+            return invalid("coord", e);
         }
         Ok(())
     }
