@@ -12,12 +12,16 @@
 //!   master's reader is, now and as it changes.
 //! - [`Coord::epoch`] and [`Coord::bump_epoch`]: the promotion epoch, bumped by compare-and-set.
 //! - [`paths`]: the node names logtank uses (DESIGN §4).
+//! - For daemons that never wait for coordination: [`advertised`] (the `host:port` they register),
+//!   [`retry_forever`], [`Coord::connect_forever`], [`Coord::register_forever`] (their background tasks'
+//!   loops) and [`Registration::deregister_or_expire`] (a clean stop's bounded deregistration).
 //!
 //! Deliberately absent: any protocol code (the client crate speaks the wire) and any blocking call; the
 //! session lives on the tokio runtime that connected it. With the `test-support` feature, [`test_support`]
 //! starts a real server for integration tests.
 #![forbid(unsafe_code)]
 
+mod background;
 mod config;
 mod connect;
 mod epoch;
@@ -29,6 +33,7 @@ mod session;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
+pub use background::{advertised, host_name, retry_forever, DEREGISTER_TIMEOUT};
 pub use config::{
     check_connect_string, CoordConfig, OptionalCoordConfig, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_SERVERS,
     DEFAULT_SESSION_TIMEOUT_MS,

@@ -10,19 +10,15 @@
 //! it only cannot be found through coordination, nor fenced, until it is back.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use logtank_coord::{paths, Backoff, Coord, CoordConfig, Registration};
+use logtank_coord::{paths, retry_forever, Coord, CoordConfig, Registration};
 use logtank_runtime::Shutdown;
 use tokio::sync::{oneshot, watch};
 
 use crate::metrics::IndexesMetrics;
 use crate::roles::{Fence, RoleView, Roles};
-
-/// How long removing the registration may take before the node is left to the session's expiry.
-pub const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What `/status` shows about coordination.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,27 +61,6 @@ impl CoordState {
 
 pub type SharedCoordState = Arc<Mutex<CoordState>>;
 
-/// The `host:port` to register: `indexes.advertise`, else the reader's bound address with a wildcard IP
-/// replaced by this host's name.
-pub fn advertised(advertise: Option<&str>, bound: SocketAddr) -> String {
-    if let Some(a) = advertise {
-        return a.to_string();
-    }
-    if bound.ip().is_unspecified() {
-        return format!("{}:{}", host_name(), bound.port());
-    }
-    bound.to_string()
-}
-
-/// This host's name, for messages and the advertised address.
-pub fn host_name() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty() && !h.contains('/'))
-        .unwrap_or_else(|| "localhost".to_string())
-}
-
 /// Everything the coordination task needs.
 #[derive(Debug)]
 pub struct Coordination {
@@ -111,7 +86,13 @@ impl Coordination {
     /// Runs until shutdown; never fails (every error is logged and retried).
     pub async fn run(self) {
         self.set(CoordState::Connecting);
-        let Some(coord) = self.until_shutdown(connect_forever(&self.config)).await else {
+        let connect = Coord::connect_forever(&self.config, |e, delay| {
+            format!(
+                "{e}; dealing and serving anyway, trying coordination again in {} ms",
+                delay.as_millis()
+            )
+        });
+        let Some(coord) = self.until_shutdown(connect).await else {
             return;
         };
         let mut roles = self.roles.subscribe();
@@ -178,7 +159,7 @@ impl Coordination {
         };
         poller.abort();
         if let Some(registration) = registration {
-            deregister(registration).await;
+            registration.deregister_or_expire().await;
         }
         next
     }
@@ -209,57 +190,30 @@ async fn wait_role(roles: &mut watch::Receiver<RoleView>, f: impl FnMut(&RoleVie
     roles.wait_for(f).await.is_ok()
 }
 
-async fn connect_forever(config: &CoordConfig) -> Coord {
-    let mut backoff = Backoff::default();
-    loop {
-        match Coord::connect(config).await {
-            Ok(coord) => return coord,
-            Err(e) => {
-                let delay = backoff.next_delay();
-                log::warn!(
-                    "{e}; dealing and serving anyway, trying coordination again in {} ms",
-                    delay.as_millis()
-                );
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
-}
-
 async fn bump_forever(coord: &Coord) -> u64 {
-    let mut backoff = Backoff::default();
-    loop {
-        match coord.bump_epoch().await {
-            Ok(epoch) => return epoch,
-            Err(e) => {
-                let delay = backoff.next_delay();
-                log::warn!(
-                    "bumping {}: {e}; trying again in {} ms",
-                    paths::EPOCH,
-                    delay.as_millis()
-                );
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
+    retry_forever(
+        || coord.bump_epoch(),
+        |e, delay| {
+            format!(
+                "bumping {}: {e}; trying again in {} ms",
+                paths::EPOCH,
+                delay.as_millis()
+            )
+        },
+    )
+    .await
 }
 
 async fn register_forever(coord: &Coord, host_port: &str) -> Registration {
-    let mut backoff = Backoff::default();
-    loop {
-        match coord.register(paths::RECOVERY, host_port.as_bytes()).await {
-            Ok(registration) => return registration,
-            Err(e) => {
-                let delay = backoff.next_delay();
-                log::warn!(
-                    "registering {}: {e}; trying again in {} ms",
-                    paths::RECOVERY,
-                    delay.as_millis()
-                );
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
+    coord
+        .register_forever(paths::RECOVERY, host_port.as_bytes(), |e, delay| {
+            format!(
+                "registering {}: {e}; trying again in {} ms",
+                paths::RECOVERY,
+                delay.as_millis()
+            )
+        })
+        .await
 }
 
 /// Reads the epoch every `every`; sends the first one newer than `ours`.
@@ -288,35 +242,5 @@ async fn poll_epoch(coord: Coord, ours: u64, every: Duration, newer: oneshot::Se
                 failing = true;
             }
         }
-    }
-}
-
-async fn deregister(registration: Registration) {
-    match tokio::time::timeout(DEREGISTER_TIMEOUT, registration.deregister()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => log::warn!("{}: {e}; the node goes when the session expires", paths::RECOVERY),
-        Err(_) => log::warn!(
-            "{}: not deregistered within {} ms; the node goes when the session expires",
-            paths::RECOVERY,
-            DEREGISTER_TIMEOUT.as_millis()
-        ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn advertised_address() {
-        let any: SocketAddr = "0.0.0.0:15100".parse().unwrap();
-        let one: SocketAddr = "10.1.2.3:15100".parse().unwrap();
-        assert_eq!(advertised(Some("r1:1"), any), "r1:1");
-        assert_eq!(advertised(None, one), "10.1.2.3:15100");
-        let named = advertised(None, any);
-        assert!(
-            named.ends_with(":15100") && !named.starts_with("0.0.0.0"),
-            "{named}"
-        );
     }
 }

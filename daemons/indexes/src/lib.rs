@@ -194,7 +194,7 @@ impl Daemon for Indexes {
 
         let metrics = IndexesMetrics::new();
         metrics.register(ctx.metrics());
-        let roles = Arc::new(Roles::new(layout.clone(), coordination::host_name()));
+        let roles = Arc::new(Roles::new(layout.clone(), logtank_coord::host_name()));
         let view = roles.poll();
         log::info!(
             "data root {}: master marker {}, safe_to_read {}{}",
@@ -240,7 +240,7 @@ impl Daemon for Indexes {
             shutdown.clone(),
         )));
         if let Some(coord_config) = config.coord.coord_config() {
-            let host_port = coordination::advertised(config.indexes.advertise.as_deref(), reader_addr);
+            let host_port = logtank_coord::advertised(config.indexes.advertise.as_deref(), reader_addr);
             tasks.push(tokio::spawn(
                 Coordination {
                     config: coord_config,

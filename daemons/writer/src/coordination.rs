@@ -10,11 +10,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use logtank_coord::{paths, Backoff, Coord, CoordConfig, Registration};
+use logtank_coord::{paths, Coord, CoordConfig, Registration};
 use logtank_runtime::Shutdown;
-
-/// How long shutdown waits to delete the node before leaving it to the session's expiry.
-pub const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What `/status` shows about coordination.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,23 +32,6 @@ pub enum CoordState {
 
 /// How often the task looks at the registration's session for `/status`.
 const STATE_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The `host:port` to register: `writer.advertise`, else the bound address with a wildcard IP replaced by
-/// the host's name.
-pub fn advertised(advertise: Option<&str>, bound: std::net::SocketAddr) -> String {
-    if let Some(a) = advertise {
-        return a.to_string();
-    }
-    if bound.ip().is_unspecified() {
-        let host = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .filter(|h| !h.is_empty() && !h.contains('/'))
-            .unwrap_or_else(|| "localhost".to_string());
-        return format!("{host}:{}", bound.port());
-    }
-    bound.to_string()
-}
 
 /// Connects, registers, and keeps the registration until shutdown, then deregisters. Never fails: every
 /// error is logged and retried.
@@ -75,61 +55,23 @@ pub async fn run(config: CoordConfig, host_port: String, state: Arc<Mutex<CoordS
             None => CoordState::Reregistering { path },
         });
     }
-    match tokio::time::timeout(DEREGISTER_TIMEOUT, registration.deregister()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => log::warn!("{path}: {e}; the node goes when the session expires"),
-        Err(_) => log::warn!(
-            "{path}: not deregistered within {} ms; the node goes when the session expires",
-            DEREGISTER_TIMEOUT.as_millis()
-        ),
-    }
+    registration.deregister_or_expire().await;
 }
 
 async fn connect_and_register(config: &CoordConfig, path: &str, host_port: &str) -> Registration {
-    let mut backoff = Backoff::default();
-    let coord = loop {
-        match Coord::connect(config).await {
-            Ok(coord) => break coord,
-            Err(e) => {
-                let delay = backoff.next_delay();
-                log::warn!(
-                    "{e}; serving writes anyway, registering {path} once coordination answers (next try in {} ms)",
-                    delay.as_millis()
-                );
-                tokio::time::sleep(delay).await;
-            }
-        }
-    };
-    backoff.reset();
-    loop {
-        match coord.register(path, host_port.as_bytes()).await {
-            Ok(registration) => return registration,
-            Err(e) => {
-                let delay = backoff.next_delay();
-                log::warn!(
-                    "registering {path}: {e}; serving writes anyway, trying again in {} ms",
-                    delay.as_millis()
-                );
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn advertised_address() {
-        let any: std::net::SocketAddr = "0.0.0.0:15000".parse().unwrap_or_else(|e| panic!("{e}"));
-        let one: std::net::SocketAddr = "10.1.2.3:15000".parse().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(advertised(Some("w1:1"), any), "w1:1");
-        assert_eq!(advertised(None, one), "10.1.2.3:15000");
-        let named = advertised(None, any);
-        assert!(
-            named.ends_with(":15000") && !named.starts_with("0.0.0.0"),
-            "{named}"
-        );
-    }
+    let coord = Coord::connect_forever(config, |e, delay| {
+        format!(
+            "{e}; serving writes anyway, registering {path} once coordination answers (next try in {} ms)",
+            delay.as_millis()
+        )
+    })
+    .await;
+    coord
+        .register_forever(path, host_port.as_bytes(), |e, delay| {
+            format!(
+                "registering {path}: {e}; serving writes anyway, trying again in {} ms",
+                delay.as_millis()
+            )
+        })
+        .await
 }

@@ -254,7 +254,7 @@ impl Daemon for Writer {
         ));
         let readonly_task = tokio::spawn(watch_readonly(shared.clone(), ctx.shutdown().clone()));
         let coord_task = config.coord.coord_config().map(|coord| {
-            let advertised = coordination::advertised(config.writer.advertise.as_deref(), listen_addr);
+            let advertised = logtank_coord::advertised(config.writer.advertise.as_deref(), listen_addr);
             tokio::spawn(coordination::run(
                 coord,
                 advertised,
