@@ -20,6 +20,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The `[coord]` section of a daemon under test pointed at `servers`: a session timeout short enough that a
+/// test expires it within seconds by cutting a [`TcpProxy`], and a connect timeout to match.
+pub fn daemon_coord_section(servers: &str) -> String {
+    format!("[coord]\nservers = \"{servers}\"\nsession_timeout_ms = 4000\nconnect_timeout_ms = 2000\n")
+}
+
 /// The environment variable naming a logtank-coordd binary to run every server test against as well.
 pub const COORDD_ENV: &str = "LOGTANK_COORDD";
 /// Debian's ZooKeeper server jar; its manifest's Class-Path names its dependencies.
@@ -147,6 +153,28 @@ impl TestServer {
     /// Sends a four-letter word (`ruok`, `srvr`, `cons`, …) and returns the whole answer.
     pub fn four_letter_word(&self, word: &str) -> std::io::Result<String> {
         four_letter_word(self.port, word)
+    }
+
+    /// The data of node `path` as text, or `None` when it does not exist, read by a fresh session standing in
+    /// for an index engine or an operator looking. Blocking: for test code outside a runtime.
+    ///
+    /// # Panics
+    /// If the server cannot be reached or the read fails otherwise, or the data is not UTF-8.
+    pub fn node_data(&self, path: &str) -> Option<String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime to read a node with");
+        runtime.block_on(async {
+            let client = zookeeper_client::Client::connect(&self.connect_string())
+                .await
+                .unwrap_or_else(|e| panic!("connecting to {} to read {path}: {e}", self.connect_string()));
+            match client.get_data(path).await {
+                Ok((data, _)) => Some(String::from_utf8(data).expect("node data is text")),
+                Err(crate::ZkError::NoNode) => None,
+                Err(e) => panic!("get {path}: {e}"),
+            }
+        })
     }
 
     /// The end of the server's log, for failure messages.

@@ -7,43 +7,16 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::Duration;
 
 use common::*;
-use logtank_coord::test_support::{for_each_server, TcpProxy, TestServer};
-use logtank_coord::zookeeper_client::Client as ZkClient;
+use logtank_coord::test_support::{daemon_coord_section, for_each_server, TcpProxy};
 use logtank_thrift::LogRecord;
-
-fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-/// The node's data, or `None` when it does not exist; a fresh session each time, standing in for an index
-/// engine or an operator looking.
-fn node(server: &TestServer, path: &str) -> Option<String> {
-    block_on(async {
-        let client = ZkClient::connect(&server.connect_string()).await.unwrap();
-        match client.get_data(path).await {
-            Ok((data, _)) => Some(String::from_utf8(data).unwrap()),
-            Err(logtank_coord::ZkError::NoNode) => None,
-            Err(e) => panic!("get {path}: {e}"),
-        }
-    })
-}
 
 fn batches(first: usize, n: usize) -> Vec<Vec<LogRecord>> {
     (first..first + n)
         .map(|b| vec![add("idx", &format!("d{b}"), &"z".repeat(600))])
         .collect()
-}
-
-fn coord_toml(servers: &str) -> String {
-    format!("[coord]\nservers = \"{servers}\"\nsession_timeout_ms = 4000\nconnect_timeout_ms = 2000\n")
 }
 
 const RECOVERY: &str = "/logtank/services/recovery";
@@ -62,32 +35,32 @@ fn promotion_registers_and_a_newer_master_fences_the_old_one() {
         // A is master while coordination is unreachable: it deals anyway.
         write_raw(&root_a, &batches(0, 20));
         make_master(&root_a);
-        let mut a = Daemon::start(&root_a, &coord_toml(&proxy.connect_string()));
+        let mut a = Daemon::start(&root_a, &daemon_coord_section(&proxy.connect_string()));
         let layout_a = a.layout();
         eventually("A deals without coordination", || {
             journal_files(&layout_a.raw_live()).len() == 1
         });
         assert_eq!(read_all(&mut a.reader_client(), "idx").unwrap().0.len(), 20);
-        assert_eq!(node(server, RECOVERY), None);
+        assert_eq!(server.node_data(RECOVERY), None);
 
         // Coordination answers: A bumps the epoch and registers its reader.
         proxy.heal();
         let a_addr = format!("127.0.0.1:{}", a.reader.port());
         eventually("A registered", || {
-            node(server, RECOVERY).as_deref() == Some(a_addr.as_str())
+            server.node_data(RECOVERY).as_deref() == Some(a_addr.as_str())
         });
-        assert_eq!(node(server, EPOCH).as_deref(), Some("1"));
+        assert_eq!(server.node_data(EPOCH).as_deref(), Some("1"));
         a.wait_log("promoted with epoch 1");
 
         // B is promoted later on another data root: epoch 2, and A is fenced.
         write_raw(&root_b, &batches(100, 5));
         make_master(&root_b);
-        let b = Daemon::start_named(&root_b, "b", &coord_toml(&server.connect_string()));
+        let b = Daemon::start_named(&root_b, "b", &daemon_coord_section(&server.connect_string()));
         let b_addr = format!("127.0.0.1:{}", b.reader.port());
         eventually("B registered", || {
-            node(server, RECOVERY).as_deref() == Some(b_addr.as_str())
+            server.node_data(RECOVERY).as_deref() == Some(b_addr.as_str())
         });
-        assert_eq!(node(server, EPOCH).as_deref(), Some("2"));
+        assert_eq!(server.node_data(EPOCH).as_deref(), Some("2"));
         a.wait_log("another master took over (epoch 2 > ours 1): dealing stopped");
         let e = app_error(a.reader_client().read_page("idx", &Default::default()));
         assert!(
@@ -113,8 +86,8 @@ fn promotion_registers_and_a_newer_master_fences_the_old_one() {
         a = a.restart();
         a.wait_log("fenced since an earlier run");
         std::thread::sleep(Duration::from_millis(500));
-        assert_eq!(node(server, EPOCH).as_deref(), Some("2"));
-        assert_eq!(node(server, RECOVERY).as_deref(), Some(b_addr.as_str()));
+        assert_eq!(server.node_data(EPOCH).as_deref(), Some("2"));
+        assert_eq!(server.node_data(RECOVERY).as_deref(), Some(b_addr.as_str()));
         assert_eq!(journal_files(&layout_a.raw_live()), live);
 
         // Demotion releases the fence; B is the master.
@@ -139,7 +112,7 @@ fn the_registration_follows_the_role() {
         let mut d = Daemon::start_args(
             dir.path(),
             "indexes",
-            &coord_toml(&server.connect_string()),
+            &daemon_coord_section(&server.connect_string()),
             &[
                 "--set",
                 "indexes.advertise=reader.example:15100",
@@ -148,16 +121,18 @@ fn the_registration_follows_the_role() {
             ],
         );
         eventually("registered", || {
-            node(server, RECOVERY).as_deref() == Some("reader.example:15100")
+            server.node_data(RECOVERY).as_deref() == Some("reader.example:15100")
         });
-        assert_eq!(node(server, EPOCH).as_deref(), Some("1"));
+        assert_eq!(server.node_data(EPOCH).as_deref(), Some("1"));
         let layout = d.layout();
         std::fs::remove_file(layout.master_marker()).unwrap();
-        eventually("deregistered on demotion", || node(server, RECOVERY).is_none());
+        eventually("deregistered on demotion", || {
+            server.node_data(RECOVERY).is_none()
+        });
         touch(&layout.master_marker());
-        eventually("registered again", || node(server, RECOVERY).is_some());
-        assert_eq!(node(server, EPOCH).as_deref(), Some("2"));
+        eventually("registered again", || server.node_data(RECOVERY).is_some());
+        assert_eq!(server.node_data(EPOCH).as_deref(), Some("2"));
         d.stop();
-        assert_eq!(node(server, RECOVERY), None, "a clean stop deregisters");
+        assert_eq!(server.node_data(RECOVERY), None, "a clean stop deregisters");
     });
 }

@@ -6,32 +6,8 @@
 
 mod common;
 
-use std::future::Future;
-
 use common::*;
-use logtank_coord::test_support::{for_each_server, TcpProxy, TestServer};
-use logtank_coord::zookeeper_client::Client as ZkClient;
-
-fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-/// The node's data, or `None` when it does not exist; a fresh session each time, standing in for an index
-/// engine or an operator looking.
-fn node(server: &TestServer, path: &str) -> Option<String> {
-    block_on(async {
-        let client = ZkClient::connect(&server.connect_string()).await.unwrap();
-        match client.get_data(path).await {
-            Ok((data, _)) => Some(String::from_utf8(data).unwrap()),
-            Err(logtank_coord::ZkError::NoNode) => None,
-            Err(e) => panic!("get {path}: {e}"),
-        }
-    })
-}
+use logtank_coord::test_support::{daemon_coord_section, for_each_server, TcpProxy};
 
 // Proves the writer never needs coordination to accept writes and that its registration follows
 // coordination: absent while unreachable, present once it answers, gone with an expired session, back
@@ -42,10 +18,7 @@ fn registration_follows_coordination_and_writes_never_wait_for_it() {
         let proxy = TcpProxy::start(server.port());
         proxy.cut();
         let dir = tempfile::tempdir().unwrap();
-        let extra = format!(
-            "[coord]\nservers = \"{}\"\nsession_timeout_ms = 4000\nconnect_timeout_ms = 2000\n",
-            proxy.connect_string()
-        );
+        let extra = daemon_coord_section(&proxy.connect_string());
         let mut w = Writer::start(dir.path(), &extra, &[]);
         let name = format!("127.0.0.1:{}", w.addr.port());
         let path = format!("/logtank/services/storage/{name}");
@@ -59,11 +32,11 @@ fn registration_follows_coordination_and_writes_never_wait_for_it() {
         // Unreachable at start: serving anyway, not registered.
         send(&mut c);
         assert_eq!(status(w.admin)["coordination"], "connecting");
-        assert_eq!(node(server, &path), None);
+        assert_eq!(server.node_data(&path), None);
 
         proxy.heal();
-        wait_for("the registration", || node(server, &path).is_some());
-        assert_eq!(node(server, &path).as_deref(), Some(name.as_str()));
+        wait_for("the registration", || server.node_data(&path).is_some());
+        assert_eq!(server.node_data(&path).as_deref(), Some(name.as_str()));
         assert_eq!(status(w.admin)["coordination"], format!("registered {path}"));
         send(&mut c);
 
@@ -71,11 +44,13 @@ fn registration_follows_coordination_and_writes_never_wait_for_it() {
         proxy.cut();
         wait_for("the session to expire", || {
             send(&mut c);
-            node(server, &path).is_none()
+            server.node_data(&path).is_none()
         });
         send(&mut c);
         proxy.heal();
-        wait_for("the registration to come back", || node(server, &path).is_some());
+        wait_for("the registration to come back", || {
+            server.node_data(&path).is_some()
+        });
         w.wait_log(&format!("registered {path} again"));
         send(&mut c);
 
@@ -85,7 +60,7 @@ fn registration_follows_coordination_and_writes_never_wait_for_it() {
             "{}",
             w.log_text()
         );
-        assert_eq!(node(server, &path), None);
+        assert_eq!(server.node_data(&path), None);
         let batches = read_raw_log(dir.path()).len();
         assert_eq!(batches, sent);
     });
