@@ -4,8 +4,8 @@
 //! optimizes and cleans them (`logtank-storage` does the work; this crate decides when).
 //!
 //! Start reading at [`Indexes::start`]. Modules:
-//! - [`server`]: a Thrift port (accept loop, connection, frame handling), independent of what is served;
-//! - [`service`]: what the two ports do with each call, and the gating of reads;
+//! - [`service`]: what the two ports do with each call, and the gating of reads (the ports themselves,
+//!   accept loop, connections and framing, are `logtank-thrift-server`'s);
 //! - [`roles`]: the marker files and fencing, i.e. whether this host is the active master;
 //! - [`pipeline`]: the dedicated thread that runs the storage pipeline while active;
 //! - [`coordination`]: epoch bump, recovery registration and fencing through `/logtank`;
@@ -18,7 +18,6 @@ pub mod coordination;
 pub mod metrics;
 pub mod pipeline;
 pub mod roles;
-pub mod server;
 pub mod service;
 
 use std::net::SocketAddr;
@@ -28,6 +27,7 @@ use anyhow::Context;
 use logtank_runtime::{CommonArgs, Daemon, DaemonContext, StatusSource, WorkTracker};
 use logtank_storage::{DataRootLock, Layout, LockRole, Storage};
 use logtank_thrift::binary::Limits;
+use logtank_thrift_server::PortOptions;
 use serde_json::{Map, Value};
 
 pub use config::IndexesConfig;
@@ -36,7 +36,6 @@ use crate::coordination::{CoordState, Coordination, SharedCoordState};
 use crate::metrics::IndexesMetrics;
 use crate::pipeline::{Pipeline, SharedPipelineStatus};
 use crate::roles::Roles;
-use crate::server::Port;
 use crate::service::{ManagerPort, ReaderPort, Shared};
 
 /// The largest request either port accepts. Their calls carry an index code and a page token, a few
@@ -262,23 +261,17 @@ impl Daemon for Indexes {
         });
         let tracker = WorkTracker::new();
         let limits = request_limits();
-        tasks.push(tokio::spawn(server::accept_loop(
+        tasks.push(tokio::spawn(logtank_thrift_server::serve(
             reader,
-            Port {
-                name: "LogReader",
-                handler: Arc::new(ReaderPort(shared.clone())),
-                limits,
-            },
+            PortOptions::new("LogReader", limits),
+            Arc::new(ReaderPort(shared.clone())),
             tracker.clone(),
             shutdown.clone(),
         )));
-        tasks.push(tokio::spawn(server::accept_loop(
+        tasks.push(tokio::spawn(logtank_thrift_server::serve(
             manager,
-            Port {
-                name: "LogManager",
-                handler: Arc::new(ManagerPort(shared)),
-                limits,
-            },
+            PortOptions::new("LogManager", limits),
+            Arc::new(ManagerPort(shared)),
             tracker.clone(),
             shutdown,
         )));
@@ -313,7 +306,7 @@ impl Daemon for Indexes {
         for task in self.tasks.drain(..) {
             task.await?;
         }
-        // Requests already read get their replies.
+        // Requests already read get their replies; every connection has ended.
         self.tracker.wait_idle().await;
         if let Some(pipeline) = self.pipeline.take() {
             // The cycle stops at its next durable point; every step it took is complete on disk.

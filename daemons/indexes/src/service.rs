@@ -20,9 +20,10 @@ use logtank_thrift::{
     Call, ExceptionKind, LogPageToken, Method,
 };
 
+use logtank_thrift_server::{Broken, Handler};
+
 use crate::metrics::IndexesMetrics;
 use crate::roles::Roles;
-use crate::server::Handler;
 
 /// What both ports share.
 #[derive(Debug)]
@@ -47,6 +48,15 @@ pub fn error_label(e: &StorageError) -> &'static str {
     }
 }
 
+/// The metrics label of a call the codec refused (its exception went back; the connection goes on).
+fn refusal_label(kind: ExceptionKind) -> &'static str {
+    match kind {
+        ExceptionKind::UnknownMethod => "unknown_method",
+        ExceptionKind::InvalidMessageType => "invalid_message_type",
+        _ => "invalid_arguments",
+    }
+}
+
 /// Why a call failed before or inside storage.
 enum Failure {
     Refused(crate::roles::NotServing),
@@ -66,6 +76,14 @@ impl Shared {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(Failure::Storage(e)),
             Err(e) => Err(Failure::Internal(format!("the storage task failed: {e}"))),
+        }
+    }
+
+    /// Counts a connection closed for bytes that are not a call (`protocol`); a client leaving inside a
+    /// request is not an error of ours to count.
+    fn broken(&self, cause: Broken) {
+        if cause == Broken::Protocol {
+            self.metrics.error("protocol");
         }
     }
 
@@ -134,8 +152,12 @@ impl Handler for ReaderPort {
         }
     }
 
-    fn refused(&self, label: &'static str) {
-        self.0.metrics.error(label);
+    fn refused(&self, kind: ExceptionKind) {
+        self.0.metrics.error(refusal_label(kind));
+    }
+
+    fn broken(&self, cause: Broken) {
+        self.0.broken(cause);
     }
 
     fn connections(&self, delta: i64) {
@@ -216,8 +238,12 @@ impl Handler for ManagerPort {
         }
     }
 
-    fn refused(&self, label: &'static str) {
-        self.0.metrics.error(label);
+    fn refused(&self, kind: ExceptionKind) {
+        self.0.metrics.error(refusal_label(kind));
+    }
+
+    fn broken(&self, cause: Broken) {
+        self.0.broken(cause);
     }
 
     fn connections(&self, delta: i64) {

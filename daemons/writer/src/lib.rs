@@ -43,7 +43,7 @@ pub use config::WriterConfig;
 
 use crate::batch::BatchLimits;
 use crate::config::AckMode;
-use crate::conn::ConnContext;
+use crate::conn::WriterPort;
 use crate::coordination::CoordState;
 use crate::metrics::WriterMetrics;
 use crate::readonly::Readonly;
@@ -240,17 +240,20 @@ impl Daemon for Writer {
 
         let tracker = WorkTracker::new();
         let settings = shared.settings();
-        let conn_ctx = Arc::new(ConnContext {
+        let port = Arc::new(WriterPort {
             shared: shared.clone(),
             journal: journal.clone(),
-            limits: conn::thrift_limits(settings.batch_bytes_max),
             daemon: ctx.clone(),
-            tracker: tracker.clone(),
         });
-        let accept = tokio::spawn(conn::accept_loop(
+        let accept = tokio::spawn(logtank_thrift_server::serve(
             listener,
-            conn_ctx,
-            config.writer.connections_max,
+            conn::port_options(
+                conn::thrift_limits(settings.batch_bytes_max),
+                config.writer.connections_max,
+            ),
+            port,
+            tracker.clone(),
+            ctx.shutdown().clone(),
         ));
         let readonly_task = tokio::spawn(watch_readonly(shared.clone(), ctx.shutdown().clone()));
         let coord_task = config.coord.coord_config().map(|coord| {
