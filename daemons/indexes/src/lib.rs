@@ -34,8 +34,8 @@ pub use config::IndexesConfig;
 
 use crate::coordination::{CoordState, Coordination, SharedCoordState};
 use crate::metrics::IndexesMetrics;
-use crate::pipeline::{Pipeline, SharedPipelineStatus};
-use crate::roles::Roles;
+use crate::pipeline::{Pipeline, PipelineStatus, SharedPipelineStatus};
+use crate::roles::{RoleView, Roles};
 use crate::service::{ManagerPort, ReaderPort, Shared};
 
 /// The largest request either port accepts. Their calls carry an index code and a page token, a few
@@ -105,14 +105,19 @@ struct Status {
 }
 
 impl Status {
-    fn line(&self) -> String {
-        let view = self.roles.view();
-        let p = self
+    /// The role, the pipeline's and the coordination task's state, each copied out of its lock.
+    fn snapshot(&self) -> (RoleView, PipelineStatus, CoordState) {
+        let pipeline = self
             .pipeline
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let coord = self.coord.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        (self.roles.view(), pipeline, coord)
+    }
+
+    fn line(&self) -> String {
+        let (view, p, coord) = self.snapshot();
         let counts = match p.dealer_next_seq {
             Some(seq) => format!("{} indexes; dealer at seq {seq}", p.indexes),
             None => format!("{} indexes; nothing dealt yet", p.indexes),
@@ -150,13 +155,7 @@ impl StatusSource for Status {
     }
 
     fn fields(&self) -> Map<String, Value> {
-        let view = self.roles.view();
-        let p = self
-            .pipeline
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let coord = self.coord.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let (view, p, coord) = self.snapshot();
         let mut m = Map::new();
         m.insert("master".into(), view.master.into());
         m.insert("safe_to_read".into(), view.safe_to_read.into());
