@@ -344,9 +344,9 @@ impl WriteReport {
         );
         let _ = writeln!(
             s,
-            "| server | records/s | MB/s | p50 / p99 / max per round trip | server CPU | client CPU | other CPU | refused |"
+            "| server | records/s | MB/s | p50 / p99 / max per round trip | server CPU | server CPU per record | client CPU | other CPU | refused |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
         let several = self.rounds.len() > 1;
         for (i, rows) in self.rounds.iter().enumerate() {
             for row in rows.all() {
@@ -363,7 +363,7 @@ impl WriteReport {
                 };
                 let _ = writeln!(
                     s,
-                    "| {}{round} | {:.0}{dagger} | {:.1} ({} B/record) | {:.2} / {:.2} / {:.2} ms | {:.0} % | {:.0} % | {:.0} % | {} |",
+                    "| {}{round} | {:.0}{dagger} | {:.1} ({} B/record) | {:.2} / {:.2} / {:.2} ms | {:.0} % | {:.1} µs | {:.0} % | {:.0} % | {} |",
                     row.name,
                     r.records_per_s(),
                     row.mb_per_s(),
@@ -372,6 +372,7 @@ impl WriteReport {
                     ms(r.latency.quantile(0.99)),
                     ms(r.latency.max()),
                     r.percent(r.server_cpu_s),
+                    cpu_per_record(r) * 1e6,
                     r.percent(r.client_cpu_s),
                     r.other_percent(),
                     r.errors,
@@ -381,7 +382,7 @@ impl WriteReport {
         let d = &self.disk;
         let _ = writeln!(
             s,
-            "| disk: dd bs=1M oflag=direct, {} MiB | | {:.0} | one 4 KiB write+fdatasync p50 / p99: {:.2} / {:.2} ms | | | | |",
+            "| disk: dd bs=1M oflag=direct, {} MiB | | {:.0} | one 4 KiB write+fdatasync p50 / p99: {:.2} / {:.2} ms | | | | | |",
             a.dd_mib,
             d.dd_bytes_per_s / 1e6,
             d.fdatasync_p50.as_secs_f64() * 1e3,
