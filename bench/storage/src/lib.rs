@@ -41,7 +41,8 @@ pub enum Which {
     Reader,
 }
 
-/// `storage-bench` arguments.
+/// logtank's storage benchmarks (DESIGN §8): logtank-writer against Redis 7 streams, and a full recovery of one
+/// index through logtank-indexes. Prints a Markdown report on stdout, progress on stderr.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "storage-bench", version)]
 pub struct Args {
@@ -54,7 +55,7 @@ pub struct Args {
     /// Where logtank-writer and logtank-indexes are [default: the directory of this binary].
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
-    /// A smoke run of about 30 s: 2 s phases, 64 MiB dd, a 64 MiB index, one timed pass.
+    /// A smoke run of 15–30 s: 2-s phases, 64 MiB dd, a 64 MiB index, one timed pass.
     #[arg(long)]
     pub quick: bool,
     #[command(flatten)]
