@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers of the system test (tests/system/run): a cached Debian 12 rootfs, containers booted with
 # systemd-nspawn, commands run inside them with nsenter, and the assertions' plumbing. Sourced, not run.
 #
@@ -18,6 +19,7 @@ ROOTFS_MIRROR=${LOGTANK_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 REPO_IN_CT=/srv/logtank-repo
 # How long a container may take to boot (systemd `running`), and a daemon to reach a state.
 BOOT_TIMEOUT_S=60
+# shellcheck disable=SC2034 # used by run and replication
 STATE_TIMEOUT_S=30
 
 declare -A CT_NSPAWN_PID=()
@@ -114,11 +116,14 @@ ct_start() {
     fi
 }
 
-# ct NAME CMD...: runs CMD in the container (all its namespaces), with a clean environment.
+# ct NAME CMD...: runs CMD in the container (all its namespaces), with a clean environment, for at most
+# CT_TIMEOUT_S seconds: a command that never returns (a read that loops) fails instead of hanging the suite;
+# timeout kills its whole process group, the processes inside the container included.
+CT_TIMEOUT_S=${CT_TIMEOUT_S:-120}
 ct() {
     local name=$1
     shift
-    nsenter -t "${CT_LEADER[$name]}" -a \
+    timeout --kill-after=10 "$CT_TIMEOUT_S" nsenter -t "${CT_LEADER[$name]}" -a \
         env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 TERM=dumb "$@"
 }
 
@@ -158,16 +163,18 @@ ct_destroy() {
     rm -rf "${WORK:?}/ct/$1"
 }
 
-# wait_for SECONDS DESCRIPTION CMD...: polls CMD every 0.2 s until it succeeds.
+# wait_for SECONDS DESCRIPTION CMD...: polls CMD every 0.2 s until it succeeds, for SECONDS of wall-clock
+# time (a slow attempt counts).
 wait_for() {
-    local seconds=$1 what=$2 i
+    local seconds=$1 what=$2 started=$SECONDS
     shift 2
-    for ((i = 0; i < seconds * 5; i++)); do
+    while :; do
         if "$@" >/dev/null 2>&1; then
             # Slow waits are worth knowing about (the suite's time budget).
-            [ $i -ge 10 ] && echo "($what: $((i / 5)).$((i % 5 * 2))s)"
+            [ $((SECONDS - started)) -ge 2 ] && echo "($what: $((SECONDS - started))s)"
             return 0
         fi
+        [ $((SECONDS - started)) -ge "$seconds" ] && break
         sleep 0.2
     done
     echo "timed out after ${seconds}s waiting for: $what"
