@@ -164,7 +164,12 @@ fn step(
         }
         Pos::Index { kind, from, offset } => {
             let (segments, _) = storage.index_segments(code)?;
-            let current = segments.iter().find(|s| s.kind == kind && s.from == from);
+            // Two segments may start at the same sequence (seen after a slave's promotion, cause not yet found): the
+            // longer covers the shorter, and picking it keeps the position moving forward instead of looping.
+            let current = segments
+                .iter()
+                .filter(|s| s.kind == kind && s.from == from)
+                .max_by_key(|s| s.to);
             let Some(name) = current else {
                 // Replaced (an unsorted segment sorted, sorted ones merged): restart what replaced it.
                 return match segments.iter().find(|s| s.from <= from && from < s.to) {
