@@ -98,7 +98,12 @@ impl Storage {
             pruned += 1;
         }
         let next_seq = live.get(keep_from).map_or(1, |s| s.first_seq);
-        let seq_offset = (master_next + master_offset).saturating_sub(next_seq);
+        // The infos were copied before the segments, so the snapshot may hold segments the master dealt
+        // after them. Its coverage in time is at least what the infos say (the cut above is conservative),
+        // but in names it reaches as far as its newest segment: this host's own segments must start after
+        // that, or two segments of different content would start at one sequence (a reader looped on that).
+        let snapshot_end = (master_next + master_offset).max(self.newest_segment_end()?);
+        let seq_offset = snapshot_end.saturating_sub(next_seq);
         fsutil::write_atomic(&layout.dealer_info(), format!("{next_seq}\n").as_bytes())?;
         fsutil::write_atomic(
             &layout.dealer_seq_offset_info(),
@@ -114,8 +119,10 @@ impl Storage {
         fs::remove_dir_all(&migrated).at(&migrated)?;
         fsutil::sync_dir(&layout.storage())?;
         log::info!(
-            "sync: adopted the master's snapshot (dealt to its sequence {master_next}, until {master_until_ms} ms); \
-             own raw log kept from sequence {next_seq}, {pruned} older segments moved to history; {}",
+            "sync: adopted the master's snapshot (dealt to its sequence {master_next}, until {master_until_ms} ms; \
+             segments to {snapshot_end}); own raw log kept from sequence {next_seq} (dealt as {}), \
+             {pruned} older segments moved to history; {}",
+            next_seq + seq_offset,
             if safe {
                 "coverage proven: safe to read"
             } else {
@@ -128,6 +135,22 @@ impl Storage {
             seq_offset,
             pruned_segments: pruned,
         }))
+    }
+}
+
+impl Storage {
+    /// One past the highest sequence any per-index segment covers (0 without segments).
+    fn newest_segment_end(&self) -> Result<u64, StorageError> {
+        let mut end = 0;
+        for code in self.list_indexes()? {
+            let (segments, optimized) = self.index_segments(&code)?;
+            end = segments
+                .iter()
+                .chain(&optimized)
+                .map(|n| n.to)
+                .fold(end, u64::max);
+        }
+        Ok(end)
     }
 }
 

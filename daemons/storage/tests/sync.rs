@@ -85,6 +85,11 @@ fn copy_tree(from: &Path, to: &Path) {
 
 /// What `logtank sync` does with rsync: dealer infos first, then the per-index segments, then the rename.
 fn sync(master: &Layout, slave: &Layout) {
+    sync_with(master, slave, || {});
+}
+
+/// [`sync`], with `between` run after the infos were copied and before the segments are.
+fn sync_with(master: &Layout, slave: &Layout, between: impl FnOnce()) {
     let staging = slave.migrating();
     std::fs::create_dir_all(&staging).expect("staging");
     for entry in std::fs::read_dir(master.storage()).expect("storage") {
@@ -94,6 +99,7 @@ fn sync(master: &Layout, slave: &Layout) {
             std::fs::copy(entry.path(), staging.join(&name)).expect("copy info");
         }
     }
+    between();
     copy_tree(&master.indexes(), &staging.join("indexes"));
     std::fs::rename(&staging, slave.migrated()).expect("rename");
 }
@@ -193,5 +199,63 @@ fn a_slave_whose_raw_log_starts_too_late_is_not_safe_to_read() {
     assert!(!adoption.safe_to_read, "{adoption:?}");
     assert!(!slave.is_safe_to_read());
     m_journal.close().expect("close");
+    s_journal.close().expect("close");
+}
+
+/// Regression (seen in the system test): the master dealt more between the sync's copy of its infos and
+/// that of its segments, so the snapshot held segments past what the infos said. The promoted slave named
+/// its own segments from the infos' end: two segments of different content started at one sequence and a
+/// recovery read looped. Its own segments must start after the snapshot's newest one.
+#[test]
+fn segments_dealt_after_the_infos_were_copied_are_not_overlapped_by_the_slaves_own() {
+    let (m_dir, s_dir) = (tempfile::tempdir().expect("m"), tempfile::tempdir().expect("s"));
+    let (master, slave) = (Layout::new(m_dir.path()), Layout::new(s_dir.path()));
+    let unsorted_only = StorageOptions {
+        sort_unsorted_segments_max: 1000,
+        optimize_unoptimized_segments_min: 1000,
+        ..options()
+    };
+    let m_storage = Storage::open(master.clone(), unsorted_only.clone()).expect("master");
+    let s_storage = Storage::open(slave.clone(), unsorted_only).expect("slave");
+    let (m_journal, s_journal) = (journal(&master), journal(&slave));
+    let mut model: BTreeMap<&str, Docs> = BTreeMap::new();
+    let mut write = |range: std::ops::Range<u64>| {
+        for i in range {
+            let records = batch(i);
+            append(&m_journal, &records);
+            append(&s_journal, &records);
+            for r in &records {
+                apply(model.entry(index_of(r)).or_default(), r);
+            }
+        }
+    };
+    write(0..40);
+    m_storage.run_cycle(&|| true).expect("master cycle");
+    write(40..60);
+    sync_with(&master, &slave, || {
+        m_storage
+            .run_cycle(&|| true)
+            .expect("master deals while the sync copies");
+    });
+    let adoption = s_storage
+        .adopt_snapshot(Duration::from_secs(5))
+        .expect("adopt")
+        .expect("snapshot");
+    assert!(adoption.safe_to_read, "{adoption:?}");
+    write(60..80);
+    drop(m_journal);
+    s_storage.run_cycle(&|| true).expect("slave cycle");
+    for code in INDEXES {
+        let (segments, _) = s_storage.index_segments(code).expect("segments");
+        for pair in segments.windows(2) {
+            assert!(
+                pair[0].to <= pair[1].from,
+                "{code}: {} overlaps {}",
+                pair[0],
+                pair[1]
+            );
+        }
+        assert_eq!(recover(&s_storage, code), model[code], "index {code}");
+    }
     s_journal.close().expect("close");
 }
