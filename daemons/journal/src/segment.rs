@@ -38,7 +38,12 @@ pub(crate) fn list(dir: &Path, remove_leftovers: bool) -> Result<Vec<SegmentMeta
         let entry = entry.with_path(dir)?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.ends_with(TMP_SUFFIX) || name == SPARE_NAME {
+        if name == SPARE_NAME {
+            // A clean stop leaves the spare too: it is no leftover of a crash, and the preparer truncates
+            // and refills it (nothing was ever appended to it).
+            continue;
+        }
+        if name.ends_with(TMP_SUFFIX) {
             if !remove_leftovers {
                 continue;
             }
