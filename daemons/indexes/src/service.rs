@@ -227,7 +227,7 @@ impl Handler for ManagerPort {
                 .blocking(|s| s.list_indexes())
                 .await
                 .map(|codes| encode_list_existing_indexes_reply(out, seqid, &codes)),
-            Call::ReadPage { .. } | Call::SendBatch(_) => {
+            Call::ReadPage { .. } | Call::SendBatch(_) | Call::SendBatchRaw(_) => {
                 shared.metrics.error("unknown_method");
                 return wrong_port(name, seqid, method, "LogManager", out);
             }

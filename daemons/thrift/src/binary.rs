@@ -716,6 +716,12 @@ impl<'a> Writer<'a> {
         self.binary(v.as_bytes())
     }
 
+    /// Bytes already in the binary protocol (encoded structs), copied as they are.
+    pub fn bytes(&mut self, encoded: &[u8]) -> &mut Self {
+        self.out.extend_from_slice(encoded);
+        self
+    }
+
     pub fn field(&mut self, t: u8, id: i16) -> &mut Self {
         self.byte(t).i16(id)
     }

@@ -246,6 +246,106 @@ pub fn copy_record_without_index_code(bytes: &[u8], limits: &Limits, out: &mut V
     result
 }
 
+/// What [`copy_record_for_write`] found in a record: the fields the writer's rules look at (a later
+/// duplicate wins, as in a full decode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordForWrite<'a> {
+    /// Bytes of input the record took.
+    pub len: usize,
+    /// Field 1 (`id`, legacy) was present.
+    pub has_id: bool,
+    pub index_code: Option<&'a str>,
+    pub docid: Option<&'a str>,
+}
+
+/// Appends the record at the start of `bytes` to `out` as the writer stores it, without building it: every
+/// field's bytes as sent except `timestamp_ms` (field 2), which is replaced by `timestamp_ms` at the end,
+/// followed by `deleted = false` if the record had no `deleted` (field 5 has default requiredness: readers
+/// get it on every record, as [`write_record`] writes it).
+///
+/// Checks exactly what [`decode_record`] checks (UTF-8 strings, the element types of the known maps, every
+/// length within `limits`), so whatever this accepts, a later full decode accepts and reads back as the
+/// record that was sent, stamped. On error `out` is left as it was.
+pub fn copy_record_for_write<'a>(
+    bytes: &'a [u8],
+    limits: &Limits,
+    timestamp_ms: i64,
+    out: &mut Vec<u8>,
+) -> Result<RecordForWrite<'a>> {
+    let mut r = Reader::new_complete(bytes, limits);
+    let mark = out.len();
+    let mut found = RecordForWrite {
+        len: 0,
+        has_id: false,
+        index_code: None,
+        docid: None,
+    };
+    let mut has_deleted = false;
+    let result = (|| loop {
+        let start = r.position();
+        let header = r
+            .read_field_header()
+            .map_err(|e| e.context(|| "in LogRecord".to_string()))?;
+        let Some((t, id)) = header else {
+            let mut w = Writer::new(out);
+            w.field(ttype::I64, 2).i64(timestamp_ms);
+            if !has_deleted {
+                w.field(ttype::BOOL, 5).bool(false);
+            }
+            w.stop();
+            return Ok(r.position());
+        };
+        let in_field = |e: DecodeError| e.context(|| format!("in field {id} of LogRecord"));
+        match (id, t) {
+            (1, ttype::I64) => {
+                r.read_i64().map_err(in_field)?;
+                found.has_id = true;
+            }
+            (3, ttype::STRING) => found.index_code = Some(r.read_string().map_err(in_field)?),
+            (4, ttype::STRING) => found.docid = Some(r.read_string().map_err(in_field)?),
+            (5, ttype::BOOL) => {
+                r.read_bool().map_err(in_field)?;
+                has_deleted = true;
+            }
+            (6 | 8, ttype::MAP) => check_string_map(&mut r).map_err(in_field)?,
+            (7, ttype::MAP) => check_i32_double_map(&mut r).map_err(in_field)?,
+            _ => r.skip(t).map_err(in_field)?,
+        }
+        if id != 2 {
+            out.extend_from_slice(r.since(start));
+        }
+    })();
+    match result {
+        Ok(len) => Ok(RecordForWrite { len, ..found }),
+        Err(e) => {
+            out.truncate(mark);
+            Err(e)
+        }
+    }
+}
+
+/// [`read_string_map`]'s checks without building the map.
+fn check_string_map(r: &mut Reader<'_>) -> Result<()> {
+    let (k, v, n) = r.read_map_header()?;
+    expect_elements(n, &[k, v], &[ttype::STRING, ttype::STRING], "map<string,string>")?;
+    for _ in 0..n {
+        r.read_string()?;
+        r.read_string()?;
+    }
+    Ok(())
+}
+
+/// [`read_i32_double_map`]'s checks without building the map.
+fn check_i32_double_map(r: &mut Reader<'_>) -> Result<()> {
+    let (k, v, n) = r.read_map_header()?;
+    expect_elements(n, &[k, v], &[ttype::I32, ttype::DOUBLE], "map<i32,double>")?;
+    for _ in 0..n {
+        r.read_i32()?;
+        r.read_double()?;
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------------
 // LogBatch, LogPageToken, LogPage.
 
@@ -259,6 +359,45 @@ pub fn read_batch(r: &mut Reader<'_>) -> Result<LogBatch> {
         Ok(true)
     })?;
     Ok(batch)
+}
+
+/// Reads one `LogBatch` struct as a [`RawBatch`]: the records' bytes are delimited by skipping, not decoded.
+/// A later duplicate field 1 wins, as in [`read_batch`].
+pub fn read_batch_raw(r: &mut Reader<'_>) -> Result<RawBatch> {
+    let mut batch = RawBatch::default();
+    read_struct(r, "LogBatch", |r, t, id| {
+        if (id, t) != (1, ttype::LIST) {
+            return Ok(false);
+        }
+        let what = "list<LogRecord>";
+        let (elem, n) = r.read_list_header()?;
+        expect_elements(n, &[elem], &[ttype::STRUCT], what)?;
+        let start = r.position();
+        for i in 0..n {
+            r.skip(ttype::STRUCT)
+                .map_err(|e| e.context(|| format!("in element {i} of {what}")))?;
+        }
+        batch = RawBatch {
+            records: r.since(start).to_vec(),
+            count: n,
+        };
+        Ok(true)
+    })?;
+    Ok(batch)
+}
+
+impl RawBatch {
+    /// The batch a client would send for `batch`, as a server reading it raw sees it.
+    pub fn from_batch(batch: &LogBatch) -> RawBatch {
+        let mut records = Vec::new();
+        for record in &batch.records {
+            encode_record(&mut records, record);
+        }
+        RawBatch {
+            records,
+            count: batch.records.len(),
+        }
+    }
 }
 
 pub fn write_batch(w: &mut Writer<'_>, b: &LogBatch) {

@@ -156,6 +156,8 @@ pub struct ApplicationException {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
     SendBatch(LogBatch),
+    /// `send_batch` from a decoder made with [`CallDecoder::with_raw_batches`]: the records as sent.
+    SendBatchRaw(RawBatch),
     ReadPage {
         index_code: String,
         token: LogPageToken,
@@ -179,7 +181,7 @@ pub enum Call {
 impl Call {
     pub fn method(&self) -> Method {
         match self {
-            Call::SendBatch(_) => Method::SendBatch,
+            Call::SendBatch(_) | Call::SendBatchRaw(_) => Method::SendBatch,
             Call::ReadPage { .. } => Method::ReadPage,
             Call::GetIndexLogInfo { .. } => Method::GetIndexLogInfo,
             Call::GetRawLogInfo => Method::GetRawLogInfo,
@@ -265,6 +267,7 @@ pub fn decode_call(buf: &[u8], limits: &Limits) -> Result<Option<(IncomingCall, 
 pub struct CallDecoder {
     limits: Limits,
     scanner: MessageScanner,
+    raw_batches: bool,
 }
 
 impl CallDecoder {
@@ -272,6 +275,16 @@ impl CallDecoder {
         CallDecoder {
             limits,
             scanner: MessageScanner::new(),
+            raw_batches: false,
+        }
+    }
+
+    /// A decoder that hands `send_batch` over as [`Call::SendBatchRaw`]: the records' bytes delimited but
+    /// not decoded, for a server that stores them as sent and checks them while copying (the writer).
+    pub fn with_raw_batches(limits: Limits) -> Self {
+        CallDecoder {
+            raw_batches: true,
+            ..CallDecoder::new(limits)
         }
     }
 
@@ -307,7 +320,14 @@ impl CallDecoder {
         };
         self.scanner = MessageScanner::new();
         let body = &buf[body_start..end];
-        let (call, error_kind) = match call_from_body(header.name, header.message_type, body, &self.limits) {
+        let decoded = call_from_body(
+            header.name,
+            header.message_type,
+            body,
+            &self.limits,
+            self.raw_batches,
+        );
+        let (call, error_kind) = match decoded {
             Ok(call) => (Ok(call), ExceptionKind::Unknown),
             Err((kind, message)) => (Err(message), kind),
         };
@@ -328,7 +348,7 @@ fn with_context(scan_message: String, name: &str, buf: &[u8], body_start: usize,
     let Some(method) = Method::from_name(name) else {
         return scan_message;
     };
-    match read_args(&mut Reader::resume(buf, 0, body_start, limits), method) {
+    match read_args(&mut Reader::resume(buf, 0, body_start, limits), method, false) {
         Err(DecodeError::Invalid(m)) if m.starts_with(&scan_message) => m,
         _ => scan_message,
     }
@@ -339,6 +359,7 @@ fn call_from_body(
     mtype: u8,
     body: &[u8],
     limits: &Limits,
+    raw_batches: bool,
 ) -> Result<Call, (ExceptionKind, String)> {
     // Thrift's own processors accept ONEWAY like CALL (they look only at the name); none of our methods
     // is oneway, so such a caller simply gets a reply it may ignore.
@@ -359,7 +380,7 @@ fn call_from_body(
         ));
     };
     let mut r = Reader::new_complete(body, limits);
-    let args = read_args(&mut r, method).map_err(|e| {
+    let args = read_args(&mut r, method, raw_batches).map_err(|e| {
         (
             ExceptionKind::ProtocolError,
             format!("invalid arguments to {method}: {e}"),
@@ -373,18 +394,22 @@ fn call_from_body(
 #[derive(Default)]
 struct Args {
     batch: Option<LogBatch>,
+    raw_batch: Option<RawBatch>,
     index_code: Option<String>,
     token: Option<LogPageToken>,
     priority: Option<i32>,
     score: Option<f64>,
 }
 
-fn read_args(r: &mut Reader<'_>, method: Method) -> Result<Args, DecodeError> {
+fn read_args(r: &mut Reader<'_>, method: Method, raw_batches: bool) -> Result<Args, DecodeError> {
     let mut a = Args::default();
     let struct_name = format!("{method}_args");
     read_struct(r, &struct_name, |r, t, id| {
         use Method::*;
         match (method, id, t) {
+            (SendBatch, 1, ttype::STRUCT) if raw_batches => {
+                a.raw_batch = Some(crate::codec::read_batch_raw(r)?)
+            }
             (SendBatch, 1, ttype::STRUCT) => a.batch = Some(crate::codec::read_batch(r)?),
             (ReadPage | GetIndexLogInfo | EnqueueForOptimization | DeleteIndex, 1, ttype::STRING) => {
                 a.index_code = Some(r.read_string()?.to_owned())
@@ -411,7 +436,10 @@ impl Args {
                 .map_err(|e| format!("{method}: {e}"))
         };
         Ok(match method {
-            Method::SendBatch => Call::SendBatch(required(self.batch, method, 1, "batch")?),
+            Method::SendBatch => match self.raw_batch {
+                Some(raw) => Call::SendBatchRaw(raw),
+                None => Call::SendBatch(required(self.batch, method, 1, "batch")?),
+            },
             Method::ReadPage => Call::ReadPage {
                 index_code: code(self.index_code)?,
                 token: required(self.token, method, 2, "token")?,
@@ -555,6 +583,13 @@ pub fn encode_call(out: &mut Vec<u8>, seqid: i32, call: &Call) {
         Call::SendBatch(batch) => {
             w.field(ttype::STRUCT, 1);
             write_batch(&mut w, batch);
+        }
+        Call::SendBatchRaw(batch) => {
+            w.field(ttype::STRUCT, 1)
+                .field(ttype::LIST, 1)
+                .list_header(ttype::STRUCT, batch.count)
+                .bytes(&batch.records)
+                .stop();
         }
         Call::ReadPage { index_code, token } => {
             w.field(ttype::STRING, 1).string(index_code);

@@ -35,6 +35,16 @@ pub struct LogBatch {
     pub records: Vec<LogRecord>,
 }
 
+/// A `LogBatch` as it came off the wire, for a server that stores records as sent (the writer): its
+/// records' encoded structs back to back, walked once to find where they end but not decoded or checked
+/// beyond their shape. [`crate::codec::copy_record_for_write`] checks and copies them one by one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawBatch {
+    /// `count` encoded `LogRecord` structs, back to back.
+    pub records: Vec<u8>,
+    pub count: usize,
+}
+
 /// `enum PageType { initial = 0, optimized = 1, index = 2, live = 3 }`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum PageType {

@@ -89,6 +89,7 @@ fn full_server(delivery: Delivery) -> SocketAddr {
                 assert_eq!(b.records.len(), 2);
                 encode_void_reply(out, &incoming.name, seqid);
             }
+            Call::SendBatchRaw(_) => unreachable!("this server's decoder does not hand over raw batches"),
             Call::ReadPage { index_code, token } => {
                 assert_eq!(index_code, "idx");
                 let mut records = Vec::new();

@@ -281,6 +281,66 @@ proptest! {
         }
     }
 
+    /// The writer's copy of a record reads back as the record sent, stamped, and reports the fields its
+    /// rules look at.
+    #[test]
+    fn copy_for_write_reads_back_stamped(records in vec(record(), 1..4), ts in any::<i64>()) {
+        let raw = RawBatch::from_batch(&LogBatch { records: records.clone() });
+        let mut rest = &raw.records[..];
+        for r in &records {
+            let mut out = vec![0xAA];
+            let found = copy_record_for_write(rest, &lim(), ts, &mut out)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(found.has_id, r.id.is_some());
+            prop_assert_eq!(found.index_code, r.index_code.as_deref());
+            prop_assert_eq!(found.docid, r.docid.as_deref());
+            let mut expected = r.clone();
+            expected.timestamp_ms = Some(ts);
+            prop_assert_eq!(decode_record(&out[1..], &lim()), Ok((expected, out.len() - 1)));
+            rest = &rest[found.len..];
+        }
+        prop_assert!(rest.is_empty());
+    }
+
+    /// Whatever a full decode refuses, the writer's copy refuses (and leaves its output alone); whatever
+    /// it accepts, the copy accepts, and the copy decodes to the same record, stamped.
+    #[test]
+    fn copy_for_write_accepts_what_decode_accepts(r in record(), flips in vec((any::<prop::sample::Index>(), any::<u8>()), 0..4), ts in any::<i64>()) {
+        let mut bytes = encoded(&r, encode_record);
+        for (i, b) in flips {
+            let i = i.index(bytes.len());
+            bytes[i] = b;
+        }
+        let decoded = decode_record(&bytes, &lim());
+        let mut out = vec![1, 2, 3];
+        let copied = copy_record_for_write(&bytes, &lim(), ts, &mut out);
+        match (decoded, copied) {
+            (Ok((mut record, len)), Ok(found)) => {
+                prop_assert_eq!(found.len, len);
+                record.timestamp_ms = Some(ts);
+                let back = decode_record(&out[3..], &lim()).map_err(|e| TestCaseError::fail(e.to_string()))?.0;
+                // Compared encoded: a flipped byte can make a NaN, which equals nothing.
+                prop_assert_eq!(encoded(&back, encode_record), encoded(&record, encode_record));
+            }
+            (Err(_), Err(_)) => prop_assert_eq!(out, vec![1, 2, 3]),
+            (d, c) => prop_assert!(false, "decode {:?} but copy {:?}", d, c),
+        }
+    }
+
+    /// A raw-batch decoder hands over the records as the client encoded them.
+    #[test]
+    fn raw_batches_are_the_records_as_sent(b in batch(), seqid in any::<i32>()) {
+        let mut stream = Vec::new();
+        encode_call(&mut stream, seqid, &Call::SendBatch(b.clone()));
+        let (incoming, n) = CallDecoder::with_raw_batches(lim()).decode(&stream).unwrap().unwrap();
+        prop_assert_eq!(n, stream.len());
+        let raw = RawBatch::from_batch(&b);
+        prop_assert_eq!(incoming.call, Ok(Call::SendBatchRaw(raw.clone())));
+        let mut again = Vec::new();
+        encode_call(&mut again, seqid, &Call::SendBatchRaw(raw));
+        prop_assert_eq!(again, stream);
+    }
+
     /// NaN scores and variables keep their exact bits.
     #[test]
     fn doubles_keep_their_bits(bits in any::<u64>()) {
@@ -528,4 +588,26 @@ fn message_over_the_limit_is_a_stream_error() {
     assert_eq!(err.seqid, Some(3));
     assert_eq!(err.name.as_deref(), Some("delete_index"));
     assert!(err.message.contains("message limit of 100 bytes"), "{err}");
+}
+
+/// A record sent without `deleted` (Python's generated code omits an unset field) is stored with
+/// `deleted = false`, so every reader gets the field, as from records the writer encoded itself.
+#[test]
+fn copy_for_write_adds_deleted_when_absent() {
+    let mut sent = Vec::new();
+    Writer::new(&mut sent)
+        .field(ttype::STRING, 3)
+        .string("idx")
+        .field(ttype::STRING, 4)
+        .string("doc")
+        .stop();
+    let mut out = Vec::new();
+    copy_record_for_write(&sent, &lim(), 42, &mut out).unwrap();
+    let mut fields = Vec::new();
+    let mut r = Reader::new(&out, &lim());
+    while let Some((t, id)) = r.read_field_header().unwrap() {
+        fields.push(id);
+        r.skip(t).unwrap();
+    }
+    assert_eq!(fields, [3, 4, 2, 5]);
 }

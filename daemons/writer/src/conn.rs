@@ -58,6 +58,7 @@ pub fn port_options(limits: Limits, connections_max: usize) -> PortOptions {
         connections_max,
         read_chunk_bytes: READ_CHUNK_BYTES,
         broken_log_level: log::Level::Warn,
+        raw_batches: true,
         ..PortOptions::new("LogWriter", limits)
     }
 }
@@ -74,7 +75,9 @@ impl Handler for WriterPort {
     async fn handle(&self, name: &str, seqid: i32, call: Call, out: &mut Vec<u8>) {
         let metrics = &self.shared.metrics;
         let batch = match call {
-            Call::SendBatch(batch) => batch,
+            Call::SendBatchRaw(batch) => batch,
+            // Only from a decoder without raw batches (the port asks for them): served all the same.
+            Call::SendBatch(batch) => logtank_thrift::RawBatch::from_batch(&batch),
             other => {
                 metrics.reject(Reason::UnknownMethod);
                 let message = format!(
@@ -119,14 +122,21 @@ impl Handler for WriterPort {
 type Failure = (Reason, ExceptionKind, String);
 
 /// Checks, appends and waits for the acknowledgement mark of one batch.
-async fn send_batch(batch: logtank_thrift::LogBatch, ctx: &WriterPort) -> Result<(), Failure> {
+async fn send_batch(batch: logtank_thrift::RawBatch, ctx: &WriterPort) -> Result<(), Failure> {
     let shared = &ctx.shared;
     let settings = shared.settings();
     if let Some(refusal) = shared.readonly.refusal() {
         return Err((Reason::Readonly, ExceptionKind::Unknown, refusal));
     }
-    let prepared = batch::prepare(batch, batch::now_ms(), &settings.batch_limits())
-        .map_err(|Refused { reason, message }| (reason, ExceptionKind::Unknown, message))?;
+    let limits = settings.batch_limits();
+    let decode_limits = thrift_limits(limits.batch_bytes_max);
+    let prepared = batch::prepare(&batch, batch::now_ms(), &limits, &decode_limits).map_err(
+        |Refused {
+             reason,
+             kind,
+             message,
+         }| (reason, kind, message),
+    )?;
     if prepared.records == 0 {
         shared.count_batch(0, 0);
         return Ok(());

@@ -95,6 +95,8 @@ pub struct PortOptions {
     pub read_chunk_bytes: usize,
     /// The level of the one line logged when a connection is closed because it broke.
     pub broken_log_level: log::Level,
+    /// `send_batch` reaches the handler as [`Call::SendBatchRaw`] (see [`CallDecoder::with_raw_batches`]).
+    pub raw_batches: bool,
 }
 
 impl PortOptions {
@@ -107,6 +109,7 @@ impl PortOptions {
             connections_max: CONNECTIONS_MAX_DEFAULT,
             read_chunk_bytes: READ_CHUNK_BYTES_DEFAULT,
             broken_log_level: log::Level::Info,
+            raw_batches: false,
         }
     }
 
@@ -204,7 +207,11 @@ impl Connection {
             peer,
             options,
             inbuf: Vec::new(),
-            decoder: CallDecoder::new(options.limits),
+            decoder: if options.raw_batches {
+                CallDecoder::with_raw_batches(options.limits)
+            } else {
+                CallDecoder::new(options.limits)
+            },
             out: Vec::new(),
             grace_until: None,
         }
