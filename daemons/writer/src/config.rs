@@ -98,6 +98,9 @@ pub struct WriterSection {
     /// `auto` (io_uring when the kernel allows, else pwrite), `io_uring` or `pwrite`.
     #[serde(deserialize_with = "io_backend")]
     pub io_backend: String,
+    /// Drop each closed raw segment from the page cache once it is durable (see
+    /// `JournalOptions::drop_closed_from_cache`); the dealer then reads it from the disk.
+    pub drop_closed_segments_from_cache: bool,
     /// The largest record, Thrift-encoded with its timestamp.
     pub record_bytes_max: u32,
     /// The largest batch as stored (the concatenated records).
@@ -118,6 +121,7 @@ impl Default for WriterSection {
             fsync_interval_ms: 1000,
             segment_size_bytes: DEFAULT_SEGMENT_SIZE_BYTES,
             io_backend: "auto".into(),
+            drop_closed_segments_from_cache: true,
             record_bytes_max: DEFAULT_RECORD_BYTES_MAX,
             batch_bytes_max: DEFAULT_BATCH_BYTES_MAX,
             batch_records_max: DEFAULT_BATCH_RECORDS_MAX,

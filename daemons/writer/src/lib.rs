@@ -376,6 +376,7 @@ fn journal_options(config: &WriterConfig) -> JournalOptions {
         // A restart starts a new head segment, as IndexTank's writer did: the previous one is closed and
         // the indexes daemon may move it away.
         new_segment_on_open: true,
+        drop_closed_from_cache: config.writer.drop_closed_segments_from_cache,
         thread_init: Some(Arc::new(move || {
             logtank_runtime::ioprio::apply_config(&io, "writer journal thread");
         })),
