@@ -12,6 +12,7 @@
 //!    pipeline reports a cycle with nothing to do (`/status` `pipeline_idle`): dealt, sorted, optimized.
 //! 3. **Read.** One full `read_page_raw` pass warms the page cache (reported as the first pass); then
 //!    `--passes` timed passes of `read_page_raw` from the initial token until a page without a next token
+//!    (pipelined with `Client::read_pages_raw`: the next page is asked for while this one arrives)
 //!    (records left encoded: what an engine that decodes lazily pays), then one pass of `read_page` that
 //!    decodes every record into `LogRecord`s (what a plain Thrift client pays).
 
@@ -309,24 +310,29 @@ fn pass(client: &mut Client, server_pid: u32, index_dir: &Path, decode: bool) ->
         resident_before,
         ..Pass::default()
     };
-    let mut token = LogPageToken::default();
-    loop {
-        let next = if decode {
+    if decode {
+        let mut token = LogPageToken::default();
+        loop {
             // The records' wire bytes are those of the raw passes (set by the caller).
             let page = client.read_page(INDEX_CODE, &token)?;
             p.records += page.batch.records.len() as u64;
-            page.next_page_token
-        } else {
-            let page = client.read_page_raw(INDEX_CODE, &token)?;
+            p.pages += 1;
+            match page.next_page_token {
+                Some(t) => token = t,
+                None => break,
+            }
+            if p.pages > PAGES_MAX {
+                bail!("the recovery did not end after {PAGES_MAX} pages");
+            }
+        }
+    } else {
+        // Pipelined, as `logtank recover` reads: the next page is asked for while this one arrives.
+        client.read_pages_raw(INDEX_CODE, &LogPageToken::default(), |page| {
             p.records += page.record_count as u64;
             p.bytes += page.records.len() as u64;
-            page.next
-        };
-        p.pages += 1;
-        match next {
-            Some(t) => token = t,
-            None => break,
-        }
+            p.pages += 1;
+            p.pages <= PAGES_MAX
+        })?;
         if p.pages > PAGES_MAX {
             bail!("the recovery did not end after {PAGES_MAX} pages");
         }

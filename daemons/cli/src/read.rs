@@ -217,18 +217,26 @@ pub fn recover(args: RecoverArgs) -> Result<ExitCode> {
 /// Reads the whole index from the initial token and replays it.
 fn replay(client: &mut Client, index: &str, progress: &mut Progress) -> Result<Docs, ClientError> {
     let mut docs = Docs::new();
-    let mut token = LogPageToken::default();
-    loop {
-        let page = client.read_page_raw(index, &token)?;
+    let mut bad = None;
+    // Pipelined: the reader builds the next page while this one is decoded and replayed.
+    client.read_pages_raw(index, &LogPageToken::default(), |page| {
         progress.add(page.record_count as u64, page.records.len() as u64);
-        let records = decode_records(&page).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        for record in &records {
-            apply(&mut docs, record);
+        match decode_records(&page) {
+            Ok(records) => {
+                for record in &records {
+                    apply(&mut docs, record);
+                }
+                true
+            }
+            Err(e) => {
+                bad = Some(ClientError::Protocol(e.to_string()));
+                false
+            }
         }
-        match page.next {
-            Some(next) => token = next,
-            None => return Ok(docs),
-        }
+    })?;
+    match bad {
+        Some(e) => Err(e),
+        None => Ok(docs),
     }
 }
 

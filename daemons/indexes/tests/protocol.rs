@@ -234,3 +234,47 @@ fn a_token_with_a_garbage_file_position_is_a_clear_error() {
     // The real token still works.
     assert!(reader.read_page("idx", &token).is_ok());
 }
+
+// Proves the pipelined read (next request sent as soon as a reply's token is in) returns exactly what page
+// by page reads return, stops early with the connection still in step, and reports an error as an
+// exception with the connection usable.
+#[test]
+fn pipelined_page_reads_match_page_by_page_reads() {
+    let (_dir, daemon) = master_with_data();
+    let mut reader = daemon.reader_client();
+    let mut one_by_one = Vec::new();
+    let mut token = LogPageToken::default();
+    loop {
+        let page = reader.read_page_raw("idx", &token).unwrap();
+        one_by_one.push((page.record_count, page.records.clone()));
+        match page.next {
+            Some(next) => token = next,
+            None => break,
+        }
+    }
+    assert!(one_by_one.len() > 3, "page_bytes = 4096 makes several pages");
+    let mut pipelined = Vec::new();
+    reader
+        .read_pages_raw("idx", &LogPageToken::default(), |page| {
+            pipelined.push((page.record_count, page.records));
+            true
+        })
+        .unwrap();
+    assert_eq!(pipelined, one_by_one);
+
+    let mut first_two = 0;
+    reader
+        .read_pages_raw("idx", &LogPageToken::default(), |_| {
+            first_two += 1;
+            first_two < 2
+        })
+        .unwrap();
+    assert_eq!(first_two, 2);
+    // The page asked for early was read and dropped: the next call gets its own reply.
+    assert_eq!(read_all(&mut reader, "idx").unwrap().0.len(), 30);
+
+    let (kind, message) = exception(reader.read_pages_raw("missing", &LogPageToken::default(), |_| true));
+    assert_eq!(kind, ExceptionKind::InternalError, "{message}");
+    assert!(message.contains("\"missing\" does not exist"), "{message}");
+    assert_eq!(read_all(&mut reader, "idx").unwrap().0.len(), 30);
+}

@@ -150,7 +150,106 @@ impl Client {
             index_code: index_code.to_string(),
             token: *token,
         };
-        self.call(&call, decode_read_page_reply_raw)
+        self.call(&call, decode_whole_read_page_reply_raw)
+    }
+
+    /// Reads an index's log from `start` to its last page, handing each page to `each` (which returns
+    /// `false` to stop early), with the next request on the wire while this page is still arriving: when a
+    /// reply's first bytes hold the next token (logtank's servers write it before the records), the next
+    /// `read_page` is sent at once, so the server builds page n+1 while this client receives and walks page
+    /// n. Against a server that writes the records first it is [`Client::read_page_raw`] in a loop.
+    ///
+    /// An exception (e.g. an expired token) ends it with [`ClientError::Application`], the connection still
+    /// usable. Stopping early costs the one page already asked for, which is read and dropped.
+    pub fn read_pages_raw(
+        &mut self,
+        index_code: &str,
+        start: &LogPageToken,
+        mut each: impl FnMut(RawPage) -> bool,
+    ) -> Result<(), ClientError> {
+        if self.broken {
+            return Err(ClientError::Closed);
+        }
+        self.broken = true;
+        let mut asked = self.send_read_page(index_code, start)?;
+        loop {
+            let mut scanner = MessageScanner::new();
+            let mut early = None;
+            let mut peeked = false;
+            let end = loop {
+                if !peeked {
+                    match peek_read_page_reply(&self.inbuf, &self.limits) {
+                        PagePeek::Incomplete => {}
+                        PagePeek::NoEarlyToken => peeked = true,
+                        PagePeek::Next(token) => {
+                            peeked = true;
+                            early = Some((self.send_read_page(index_code, &token)?, token));
+                        }
+                    }
+                }
+                match scanner.scan(&self.inbuf, &self.limits) {
+                    Ok(Some(end)) => break end,
+                    Ok(None) => self.read_more()?,
+                    Err(e) => return Err(self.scan_error(e, decode_read_page_reply_raw)),
+                }
+            };
+            let decoded = decode_whole_read_page_reply_raw(&self.inbuf[..end], &self.limits);
+            self.inbuf.drain(..end);
+            let (reply, _) = decoded.map_err(|e| ClientError::Protocol(e.to_string()))?;
+            check_reply(Method::ReadPage, asked, &reply)?;
+            let page = match reply.result {
+                Ok(page) => page,
+                Err(e) => {
+                    // Nothing was asked early of a reply that is an exception: the connection is in step.
+                    self.broken = false;
+                    return Err(ClientError::Application {
+                        kind: e.kind,
+                        message: e.message,
+                    });
+                }
+            };
+            let next = page.next;
+            if let Some((_, token)) = early {
+                if next != Some(token) {
+                    return Err(ClientError::Protocol(format!(
+                        "read_page reply's next token changed between its first field ({token:?}) and the \
+                         decoded page ({next:?})"
+                    )));
+                }
+            }
+            let go_on = each(page);
+            match (next, early) {
+                (None, _) => break,
+                (Some(_), Some((seqid, _))) if !go_on => {
+                    let reply = self.receive(decode_whole_read_page_reply_raw)?;
+                    check_reply(Method::ReadPage, seqid, &reply)?;
+                    break;
+                }
+                (Some(_), None) if !go_on => break,
+                (Some(_), Some((seqid, _))) => asked = seqid,
+                (Some(token), None) => asked = self.send_read_page(index_code, &token)?,
+            }
+        }
+        // The buffer kept its size across the pages of the read; not beyond it.
+        if self.inbuf.capacity() > IDLE_BUFFER_BYTES_MAX {
+            self.inbuf.shrink_to(IDLE_BUFFER_BYTES_MAX);
+        }
+        self.broken = false;
+        Ok(())
+    }
+
+    /// Writes one `read_page` call; returns its sequence id.
+    fn send_read_page(&mut self, index_code: &str, token: &LogPageToken) -> Result<i32, ClientError> {
+        self.seqid = self.seqid.wrapping_add(1);
+        let seqid = self.seqid;
+        let call = Call::ReadPage {
+            index_code: index_code.to_string(),
+            token: *token,
+        };
+        self.out.clear();
+        encode_call(&mut self.out, seqid, &call);
+        self.stream.write_all(&self.out)?;
+        Ok(seqid)
     }
 
     pub fn get_index_log_info(&mut self, index_code: &str) -> Result<IndexLogInfo, ClientError> {
@@ -214,18 +313,7 @@ impl Client {
         encode(&mut self.out, seqid);
         self.stream.write_all(&self.out)?;
         let reply = self.receive(decode)?;
-        if reply.name != method.name() {
-            return Err(ClientError::Protocol(format!(
-                "asked {method}, the server replied to {:?}",
-                reply.name
-            )));
-        }
-        if reply.seqid != seqid {
-            return Err(ClientError::Protocol(format!(
-                "reply to {method} has sequence id {}, expected {seqid}",
-                reply.seqid
-            )));
-        }
+        check_reply(method, seqid, &reply)?;
         self.broken = false;
         reply.result.map_err(|e| ClientError::Application {
             kind: e.kind,
@@ -250,36 +338,60 @@ impl Client {
                         Err(e) => Err(ClientError::Protocol(e.to_string())),
                     };
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    // The typed decoder meets the same error and can say in which field.
-                    let scan_message = e.to_string();
-                    let message = match decode(&self.inbuf, &self.limits) {
-                        Err(DecodeError::Invalid(m)) if m.starts_with(&scan_message) => m,
-                        _ => scan_message,
-                    };
-                    return Err(ClientError::Protocol(message));
-                }
-            }
-            let old = self.inbuf.len();
-            self.inbuf.resize(old + READ_CHUNK_BYTES, 0);
-            let n = loop {
-                match self.stream.read(&mut self.inbuf[old..]) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    other => break other,
-                }
-            };
-            let n = match n {
-                Ok(n) => n,
-                Err(e) => {
-                    self.inbuf.truncate(old);
-                    return Err(e.into());
-                }
-            };
-            self.inbuf.truncate(old + n);
-            if n == 0 {
-                return Err(ClientError::Closed);
+                Ok(None) => self.read_more()?,
+                Err(e) => return Err(self.scan_error(e, decode)),
             }
         }
     }
+
+    /// A scan error, said in the typed decoder's words when it meets the same error (they name the field).
+    fn scan_error<T>(&self, e: DecodeError, decode: Decoder<T>) -> ClientError {
+        let scan_message = e.to_string();
+        let message = match decode(&self.inbuf, &self.limits) {
+            Err(DecodeError::Invalid(m)) if m.starts_with(&scan_message) => m,
+            _ => scan_message,
+        };
+        ClientError::Protocol(message)
+    }
+
+    /// Appends what one read of the socket brings to the receive buffer.
+    fn read_more(&mut self) -> Result<(), ClientError> {
+        let old = self.inbuf.len();
+        self.inbuf.resize(old + READ_CHUNK_BYTES, 0);
+        let n = loop {
+            match self.stream.read(&mut self.inbuf[old..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        let n = match n {
+            Ok(n) => n,
+            Err(e) => {
+                self.inbuf.truncate(old);
+                return Err(e.into());
+            }
+        };
+        self.inbuf.truncate(old + n);
+        if n == 0 {
+            return Err(ClientError::Closed);
+        }
+        Ok(())
+    }
+}
+
+/// Checks a reply answers the call we sent (method and sequence id).
+fn check_reply<T>(method: Method, seqid: i32, reply: &IncomingReply<T>) -> Result<(), ClientError> {
+    if reply.name != method.name() {
+        return Err(ClientError::Protocol(format!(
+            "asked {method}, the server replied to {:?}",
+            reply.name
+        )));
+    }
+    if reply.seqid != seqid {
+        return Err(ClientError::Protocol(format!(
+            "reply to {method} has sequence id {}, expected {seqid}",
+            reply.seqid
+        )));
+    }
+    Ok(())
 }

@@ -494,15 +494,20 @@ pub fn decode_page(bytes: &[u8], limits: &Limits) -> Result<(LogPage, usize)> {
 
 /// Writes a `LogPage` whose records are already encoded `LogRecord` structs back to back (copied from a
 /// segment file): a `list<struct>` on the wire is the element type, the count, then the structs.
+///
+/// The next page's token (field 2) comes FIRST, before the records: a client that reads it from the first
+/// bytes of the reply can ask for the next page while it is still receiving and walking this one, so the
+/// server builds page n+1 while the client parses page n ([`crate::Client::read_pages_raw`]). Field order
+/// means nothing to a Thrift reader; [`write_page`] keeps id order, byte for byte what generated code writes.
 pub fn write_page_raw(w: &mut Writer<'_>, record_count: usize, records: &[u8], next: Option<&LogPageToken>) {
-    w.field(ttype::STRUCT, 1);
-    w.field(ttype::LIST, 1).list_header(ttype::STRUCT, record_count);
-    w.out.extend_from_slice(records);
-    w.stop();
     if let Some(tok) = next {
         w.field(ttype::STRUCT, 2);
         write_page_token(w, tok);
     }
+    w.field(ttype::STRUCT, 1);
+    w.field(ttype::LIST, 1).list_header(ttype::STRUCT, record_count);
+    w.out.extend_from_slice(records);
+    w.stop();
     w.stop();
 }
 

@@ -665,14 +665,32 @@ fn decode_reply_with<'a, T>(
     limits: &Limits,
     method: Method,
     success_type: u8,
+    read: impl FnMut(&mut Reader<'a>) -> Result<T, DecodeError>,
+    absent: Option<T>,
+) -> Result<(IncomingReply<T>, usize), DecodeError> {
+    decode_reply_in(buf, limits, false, method, success_type, read, absent)
+}
+
+/// [`decode_reply_with`]; `whole`: `buf` is exactly one message, as a [`MessageScanner`] delimited it, so
+/// its end need not be found by walking it once more.
+fn decode_reply_in<'a, T>(
+    buf: &'a [u8],
+    limits: &Limits,
+    whole: bool,
+    method: Method,
+    success_type: u8,
     mut read: impl FnMut(&mut Reader<'a>) -> Result<T, DecodeError>,
     absent: Option<T>,
 ) -> Result<(IncomingReply<T>, usize), DecodeError> {
     let mut r = Reader::new(buf, limits);
     let header = r.read_message_header()?;
     let body_start = r.position();
-    r.skip(ttype::STRUCT)
-        .map_err(|e| e.context(|| format!("in the reply to {method}")))?;
+    if whole {
+        r = Reader::resume(buf, 0, buf.len(), limits);
+    } else {
+        r.skip(ttype::STRUCT)
+            .map_err(|e| e.context(|| format!("in the reply to {method}")))?;
+    }
     let consumed = r.position();
     let mut body = Reader::new_complete(r.since(body_start), limits);
     let result = match header.message_type {
@@ -750,6 +768,59 @@ pub fn decode_read_page_reply_raw(
     limits: &Limits,
 ) -> Result<(IncomingReply<RawPage>, usize), DecodeError> {
     decode_reply_with(buf, limits, Method::ReadPage, ttype::STRUCT, read_raw_page, None)
+}
+
+/// [`decode_read_page_reply_raw`] of exactly one whole message (delimited by a [`MessageScanner`], which
+/// checked its shape): one walk less.
+pub fn decode_whole_read_page_reply_raw(
+    message: &[u8],
+    limits: &Limits,
+) -> Result<(IncomingReply<RawPage>, usize), DecodeError> {
+    decode_reply_in(
+        message,
+        limits,
+        true,
+        Method::ReadPage,
+        ttype::STRUCT,
+        read_raw_page,
+        None,
+    )
+}
+
+/// What the first bytes of a `read_page` reply say about the next page, for a client that asks for it
+/// before the rest of this one has arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PagePeek {
+    /// Not enough bytes yet to tell.
+    Incomplete,
+    /// The page's first field is its next-page token (logtank's servers write it first).
+    Next(LogPageToken),
+    /// Anything else: an exception, the last page, or a server that writes the records first.
+    NoEarlyToken,
+}
+
+/// Looks at the start of a `read_page` reply for the next page's token ([`PagePeek`]). Never walks the
+/// records; a broken prefix is `NoEarlyToken` (the full decode reports it).
+pub fn peek_read_page_reply(buf: &[u8], limits: &Limits) -> PagePeek {
+    let mut r = Reader::new(buf, limits);
+    let peek = (|| {
+        let header = r.read_message_header()?;
+        if header.message_type != message_type::REPLY || header.name != Method::ReadPage.name() {
+            return Ok(PagePeek::NoEarlyToken);
+        }
+        if r.read_field_header()? != Some((ttype::STRUCT, 0)) {
+            return Ok(PagePeek::NoEarlyToken);
+        }
+        if r.read_field_header()? != Some((ttype::STRUCT, 2)) {
+            return Ok(PagePeek::NoEarlyToken);
+        }
+        Ok(PagePeek::Next(read_page_token(&mut r)?))
+    })();
+    match peek {
+        Ok(p) => p,
+        Err(DecodeError::Incomplete) => PagePeek::Incomplete,
+        Err(DecodeError::Invalid(_)) => PagePeek::NoEarlyToken,
+    }
 }
 
 fn read_raw_page(r: &mut Reader<'_>) -> Result<RawPage, DecodeError> {
@@ -1091,8 +1162,11 @@ mod tests {
         };
         let mut b = Vec::new();
         encode_page_reply(&mut b, 1, &page);
-        assert_eq!(a, b);
+        // Same length and page; the raw reply has the token first (see write_page_raw).
+        assert_eq!(a.len(), b.len());
+        assert_eq!(decode_read_page_reply(&b, &lim()).unwrap().0.result, Ok(page.clone()));
         assert_eq!(decode_read_page_reply(&a, &lim()).unwrap().0.result, Ok(page));
+        assert_eq!(peek_read_page_reply(&a, &lim()), PagePeek::Next(next));
         let raw_page = decode_read_page_reply_raw(&a, &lim()).unwrap().0.result.unwrap();
         assert_eq!(
             raw_page,

@@ -402,8 +402,24 @@ proptest! {
         encode_read_page_reply(&mut raw, seqid, p.batch.records.len(), &records, p.next_page_token.as_ref());
         let mut full = Vec::new();
         encode_page_reply(&mut full, seqid, &p);
-        prop_assert_eq!(&raw, &full);
+        // The raw reply writes the token first (for pipelined reads); it decodes to the same page.
+        let decoded = |bytes: &[u8]| decode_read_page_reply(bytes, &lim()).map(|(r, n)| (r.result, n));
+        prop_assert_eq!(decoded(&raw), decoded(&full));
+        prop_assert_eq!(raw.len(), full.len());
+        let expected_peek = match p.next_page_token {
+            Some(t) => PagePeek::Next(t),
+            None => PagePeek::NoEarlyToken,
+        };
+        prop_assert_eq!(peek_read_page_reply(&raw, &lim()), expected_peek);
+        prop_assert_eq!(peek_read_page_reply(&full, &lim()), PagePeek::NoEarlyToken);
+        for cut in [0, 5, raw.len() / 3] {
+            let peek = peek_read_page_reply(&raw[..cut], &lim());
+            prop_assert!(peek == PagePeek::Incomplete || peek == expected_peek, "{:?}", peek);
+        }
+        let (whole, n) = decode_whole_read_page_reply_raw(&raw, &lim()).unwrap();
+        prop_assert_eq!(n, raw.len());
         let (back, _) = decode_read_page_reply_raw(&raw, &lim()).unwrap();
+        prop_assert_eq!(&whole.result, &back.result);
         prop_assert_eq!(back.result, Ok(RawPage {
             record_count: p.batch.records.len(),
             records,
