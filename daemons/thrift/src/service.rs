@@ -1164,7 +1164,10 @@ mod tests {
         encode_page_reply(&mut b, 1, &page);
         // Same length and page; the raw reply has the token first (see write_page_raw).
         assert_eq!(a.len(), b.len());
-        assert_eq!(decode_read_page_reply(&b, &lim()).unwrap().0.result, Ok(page.clone()));
+        assert_eq!(
+            decode_read_page_reply(&b, &lim()).unwrap().0.result,
+            Ok(page.clone())
+        );
         assert_eq!(decode_read_page_reply(&a, &lim()).unwrap().0.result, Ok(page));
         assert_eq!(peek_read_page_reply(&a, &lim()), PagePeek::Next(next));
         let raw_page = decode_read_page_reply_raw(&a, &lim()).unwrap().0.result.unwrap();
