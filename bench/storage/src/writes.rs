@@ -75,7 +75,7 @@ pub struct Row {
 }
 
 impl Row {
-    fn mb_per_s(&self) -> f64 {
+    pub fn mb_per_s(&self) -> f64 {
         self.result.records_per_s() * self.record_bytes as f64 / 1e6
     }
 }
@@ -152,7 +152,7 @@ pub fn run(env: &Env, args: &WriteArgs) -> Result<WriteReport> {
         }
         let fsync = writer_row(env, &writer_bin, "fsync", &content, window, args)?;
         let redis = match &redis_bin {
-            Some(bin) => Some(redis_row(env, bin, &content, window, args)?),
+            Some(bin) => Some(redis_row(env, bin, "everysec", &content, window, args)?),
             None => None,
         };
         let write = writer_row(env, &writer_bin, "write", &content, window, args)?;
@@ -175,7 +175,32 @@ fn writer_row(
     window: Window,
     args: &WriteArgs,
 ) -> Result<Row> {
-    let dir = fresh_dir(&env.dir.join(format!("writer-{ack}")))?;
+    writer_row_with(
+        env,
+        bin,
+        &format!("logtank-writer, ack = \"{ack}\""),
+        &[format!("writer.ack={ack}")],
+        content,
+        window,
+        args,
+    )
+}
+
+/// One measurement of a fresh logtank-writer named `name` in the report, started with `--set` `sets`.
+pub fn writer_row_with(
+    env: &Env,
+    bin: &Path,
+    name: &str,
+    sets: &[String],
+    content: &Content,
+    window: Window,
+    args: &WriteArgs,
+) -> Result<Row> {
+    let slug: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let dir = fresh_dir(&env.dir.join(slug))?;
     let config = dir.join("writer.toml");
     std::fs::write(&config, "# storage-bench: built-in defaults, flags below\n")?;
     let port = procs::free_port()?;
@@ -190,11 +215,13 @@ fn writer_row(
         format!("127.0.0.1:{admin}").into(),
         "--data-root".into(),
         dir.join("data").into(),
-        "--set".into(),
-        format!("writer.ack={ack}").into(),
     ];
+    let mut argv = argv;
+    for set in sets {
+        argv.extend(["--set".into(), set.into()]);
+    }
     eprintln!(
-        "logtank-writer ack={ack}: {} connections × {} records of {} bytes, {:.0} s warm-up + {:.0} s",
+        "{name}: {} connections × {} records of {} bytes, {:.0} s warm-up + {:.0} s",
         args.connections, args.batch_records, args.record_bytes, args.warmup_seconds, args.seconds
     );
     let mut server = Server::spawn("logtank-writer", bin, &argv, &dir.join("writer.log"))?;
@@ -209,23 +236,31 @@ fn writer_row(
     if let Ok(status) = procs::http_get(admin_addr, "/status") {
         let v: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
         notes.push(format!(
-            "writer /status at the end: {} batches, {} records, journal IO {}",
-            v["batches"], v["records"], v["journal_io"]
+            "writer /status at the end: {} batches, {} records, journal IO {}, replication {} {}",
+            v["batches"], v["records"], v["journal_io"], v["replication"], v["replication_state"]
         ));
     }
     let stop = server.stop()?;
     notes.push(format!("stopped in {:.2} s after SIGTERM", stop.as_secs_f64()));
     remove(&dir)?;
     Ok(Row {
-        name: format!("logtank-writer, ack = \"{ack}\""),
+        name: name.to_string(),
         result,
         record_bytes: args.record_bytes,
         notes,
     })
 }
 
-fn redis_row(env: &Env, bin: &Path, content: &Content, window: Window, args: &WriteArgs) -> Result<Row> {
-    let dir = fresh_dir(&env.dir.join("redis"))?;
+/// One measurement of a fresh Redis with `--appendonly yes --appendfsync {appendfsync}`.
+pub fn redis_row(
+    env: &Env,
+    bin: &Path,
+    appendfsync: &str,
+    content: &Content,
+    window: Window,
+    args: &WriteArgs,
+) -> Result<Row> {
+    let dir = fresh_dir(&env.dir.join(format!("redis-{appendfsync}")))?;
     let port = procs::free_port()?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let argv: Vec<OsString> = [
@@ -238,7 +273,7 @@ fn redis_row(env: &Env, bin: &Path, content: &Content, window: Window, args: &Wr
         "--appendonly",
         "yes",
         "--appendfsync",
-        "everysec",
+        appendfsync,
         "--save",
         "",
         "--daemonize",
@@ -290,9 +325,9 @@ fn redis_row(env: &Env, bin: &Path, content: &Content, window: Window, args: &Wr
     remove(&dir)?;
     Ok(Row {
         name: if args.redis_no_aof_rewrite {
-            "Redis streams, XADD, appendfsync everysec, no AOF rewrite".into()
+            format!("Redis streams, XADD, appendfsync {appendfsync}, no AOF rewrite")
         } else {
-            "Redis streams, XADD, appendfsync everysec".into()
+            format!("Redis streams, XADD, appendfsync {appendfsync}")
         },
         result,
         record_bytes: content.stream_entry_bytes(),
@@ -300,7 +335,7 @@ fn redis_row(env: &Env, bin: &Path, content: &Content, window: Window, args: &Wr
     })
 }
 
-fn quiet_note(busy: Option<f64>) -> Vec<String> {
+pub fn quiet_note(busy: Option<f64>) -> Vec<String> {
     busy.map(|b| format!("the machine was {b:.0} % busy (of one CPU) just before the measurement"))
         .into_iter()
         .collect()
@@ -320,13 +355,13 @@ fn wait_redis_ready(addr: SocketAddr) -> Result<()> {
 }
 
 /// Removes a run's directory and flushes what the server left dirty, so the next server starts on a quiet disk.
-fn remove(dir: &PathBuf) -> Result<()> {
+pub fn remove(dir: &PathBuf) -> Result<()> {
     std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     let _ = std::process::Command::new("sync").status();
     Ok(())
 }
 
-fn ms(ns: u64) -> f64 {
+pub fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
@@ -460,10 +495,10 @@ impl WriteReport {
 }
 
 /// Server CPU seconds per acknowledged record.
-fn cpu_per_record(r: &LoadResult) -> f64 {
+pub fn cpu_per_record(r: &LoadResult) -> f64 {
     r.server_cpu_s / r.acked.max(1) as f64
 }
 
-pub(crate) fn fmt_load(l: Option<f64>) -> String {
+pub fn fmt_load(l: Option<f64>) -> String {
     l.map_or("?".into(), |l| format!("{l:.2}"))
 }

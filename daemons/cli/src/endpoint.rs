@@ -6,7 +6,10 @@
 //! server's exception reaches the user as the server's own message.
 
 use anyhow::{anyhow, Result};
-use logtank_thrift::{Client, ClientConfig, ClientError};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use logtank_thrift::{Client, ClientConfig, ClientError, FanOut, OptionalFailure};
 
 /// IndexTank's LogWriter port on this machine; `LOGTANK_WRITER` overrides it.
 pub const WRITER_DEFAULT: &str = "127.0.0.1:15000";
@@ -25,6 +28,67 @@ pub fn connect(what: &str, addr: &str) -> Result<Client> {
             what.to_uppercase()
         )
     })
+}
+
+/// The writers of `--writer A,B,C` (one or more `host:port`), of which the first `required` (all, by
+/// default) must acknowledge every batch; see `logtank_thrift::FanOut` for what a partial failure means.
+pub fn fan_out(writers: &str, required: Option<usize>) -> Result<FanOut> {
+    let mut fan_out = fan_out_unconnected(writers, required)?;
+    match fan_out.connect() {
+        Ok(optional) => {
+            for f in optional {
+                eprintln!("logtank: the optional writer {} cannot be reached now: {}", f.writer, f.error);
+            }
+            Ok(fan_out)
+        }
+        Err(e) => Err(anyhow!(
+            "cannot reach the writer at {}: {} (is logtank running? `logtank up` starts the suite on this machine; \
+             --writer HOST:PORT or LOGTANK_WRITER points elsewhere)",
+            e.writer,
+            e.error
+        )),
+    }
+}
+
+/// [`fan_out`] without connecting: checks `--writer` and `--required` before any input is read.
+pub fn fan_out_unconnected(writers: &str, required: Option<usize>) -> Result<FanOut> {
+    let addrs: Vec<String> = writers
+        .split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .map(String::from)
+        .collect();
+    let required = required.unwrap_or(addrs.len());
+    FanOut::new(addrs, required, ClientConfig::default())
+        .map_err(|e| anyhow!("--writer {writers} --required: {e}"))
+}
+
+/// Batches optional writers did not take, by writer, for the summary.
+#[derive(Debug, Default)]
+pub struct OptionalFailures(Mutex<BTreeMap<String, (u64, String)>>);
+
+impl OptionalFailures {
+    pub fn add(&self, failures: Vec<OptionalFailure>) {
+        if failures.is_empty() {
+            return;
+        }
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for f in failures {
+            let entry = map.entry(f.writer).or_insert((0, String::new()));
+            entry.0 += 1;
+            entry.1 = f.error.to_string();
+        }
+    }
+
+    /// One line per optional writer that failed: how many batches it missed and its last error.
+    pub fn report(&self) -> String {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .map(|(writer, (n, last))| {
+                format!("optional writer {writer} missed {n} batches (last error: {last})\n")
+            })
+            .collect()
+    }
 }
 
 /// True for the reader's "token expired" error: the position a page token named was compacted or removed,

@@ -73,9 +73,13 @@ pub struct GenerateArgs {
     /// Print the records as JSON lines on stdout instead of sending them (the summary goes to stderr).
     #[arg(long)]
     pub stdout: bool,
-    /// The writer (logtank-writer's send_batch port).
-    #[arg(long, env = "LOGTANK_WRITER", default_value = WRITER_DEFAULT, value_name = "HOST:PORT")]
+    /// The writer (logtank-writer's send_batch port), or several, `A,B,C`: each batch goes to all of them.
+    #[arg(long, env = "LOGTANK_WRITER", default_value = WRITER_DEFAULT, value_name = "HOST:PORT[,…]")]
     pub writer: String,
+    /// With several writers: how many of them, the first listed, must acknowledge each batch (default all);
+    /// the others may fail (counted and reported).
+    #[arg(long, value_name = "N")]
+    pub required: Option<usize>,
 }
 
 pub fn run(args: GenerateArgs) -> Result<ExitCode> {
@@ -90,8 +94,11 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     if !(1..=CONNECTIONS_MAX).contains(&args.connections) {
         bail!("--connections must be 1 to {CONNECTIONS_MAX}");
     }
-    let totals = send_all(&mut generator, &args)?;
+    crate::endpoint::fan_out_unconnected(&args.writer, args.required)?;
+    let optional = crate::endpoint::OptionalFailures::default();
+    let totals = send_all(&mut generator, &args, &optional)?;
     println!("sent {}", totals);
+    eprint!("{}", optional.report());
     print!("{}", generator.report());
     Ok(ExitCode::SUCCESS)
 }
@@ -486,11 +493,15 @@ impl Shared {
 }
 
 /// Generates and sends everything over `--connections` connections; the summary line.
-fn send_all(generator: &mut Generator, args: &GenerateArgs) -> Result<String> {
+fn send_all(
+    generator: &mut Generator,
+    args: &GenerateArgs,
+    optional: &endpoint::OptionalFailures,
+) -> Result<String> {
     let shared = Shared::default();
     let mut clients = Vec::new();
     for _ in 0..args.connections {
-        clients.push(endpoint::connect("writer", &args.writer)?);
+        clients.push(endpoint::fan_out(&args.writer, args.required)?);
     }
     let mut progress = Progress::new("batches", true);
     std::thread::scope(|scope| -> Result<()> {
@@ -499,14 +510,16 @@ fn send_all(generator: &mut Generator, args: &GenerateArgs) -> Result<String> {
             let (tx, rx) = mpsc::sync_channel::<LogBatch>(QUEUED_BATCHES_MAX);
             queues.push(tx);
             let shared = &shared;
-            let writer = &args.writer;
             scope.spawn(move || {
                 let mut scratch = Vec::new();
                 for batch in rx {
                     let bytes = encoded_bytes(&mut scratch, &batch.records);
-                    if let Err(e) = client.send_batch(&batch) {
-                        shared.fail(anyhow!("the writer at {writer}: {e}"));
-                        return;
+                    match client.send_batch(&batch) {
+                        Ok(failed) => optional.add(failed),
+                        Err(e) => {
+                            shared.fail(anyhow!("the writer at {}: {}", e.writer, e.error));
+                            return;
+                        }
                     }
                     shared
                         .records

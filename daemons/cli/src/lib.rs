@@ -1,7 +1,7 @@
 //! The `logtank` command: run the suite locally (`up`), see this host's daemons (`status`), write records
 //! (`send`, `generate`), read them back (`read`, `recover`, `tail`), manage the per-index logs (`indexes …`),
 //! replicate a slave from its master (`sync`), inspect journals (`journal …`), look into coordination
-//! (`zk …`), measure a server (`bench zk`).
+//! (`zk …`), run bookies and ledgers (`bookie …`, `ledgers …`), measure a server (`bench zk`, `bench bookie`).
 //!
 //! One module per command (`*_cmd.rs` where the plain name is taken); what several share lives once:
 //! `endpoint` (addresses, connect, server errors), `records` (JSON lines), `progress` (counts and rates).
@@ -12,7 +12,9 @@ pub mod endpoint;
 pub mod generate;
 pub mod indexes_cmd;
 pub mod journal_cmd;
+pub mod ledgers_cmd;
 pub mod progress;
+pub mod raw_cmd;
 pub mod read;
 pub mod records;
 pub mod send;
@@ -64,6 +66,12 @@ pub enum Command {
     Sync(sync_cmd::SyncArgs),
     /// A ZooKeeper shell for coordd or a ZooKeeper ensemble: one command, or commands from stdin.
     Zk(zk_cmd::ZkArgs),
+    /// Ledgers on the bookies: metaformat, create, write, read, tail, list, info, recover, delete.
+    Ledgers(ledgers_cmd::LedgersArgs),
+    /// Bookies: format one (its cookie), list those registered.
+    Bookie(ledgers_cmd::BookieArgs),
+    /// A writer's raw log: `restore` rebuilds it from its ledgers (bookies mode) into a data root.
+    Raw(raw_cmd::RawArgs),
     /// Load tools that measure a running server (see docs/benchmarks.md).
     Bench {
         #[command(subcommand)]
@@ -85,6 +93,9 @@ pub fn main() -> ExitCode {
         Command::Journal { command } => journal_cmd::run(command),
         Command::Sync(args) => sync_cmd::run(args),
         Command::Zk(args) => zk_cmd::run(args),
+        Command::Ledgers(args) => ledgers_cmd::run_ledgers(args),
+        Command::Bookie(args) => ledgers_cmd::run_bookie(args),
+        Command::Raw(args) => raw_cmd::run(args),
         Command::Bench { command } => bench_cmd::run(command),
     };
     match result {

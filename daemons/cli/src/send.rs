@@ -1,5 +1,7 @@
 //! `logtank send [FILE|-]`: records from JSON lines (see [`crate::records`]) to the writer's `send_batch`,
-//! `--batch-size` records per batch, one batch at a time on one connection, then a summary.
+//! `--batch-size` records per batch, one batch at a time on one connection, then a summary. With
+//! `--writer A,B,C` each batch goes to every writer at once (fan-out, `docs/replication.md`): the first
+//! `--required N` must acknowledge it, the others' failures are counted and reported at the end.
 //!
 //! A batch is parsed whole before it is sent, so a bad line stops the command before any record of its batch
 //! leaves; the error names the line and says how many records were sent before it. The writer logs a batch
@@ -12,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use logtank_thrift::{Client, ClientError, LogBatch, LogRecord};
+use logtank_thrift::{ClientError, FanOut, LogBatch, LogRecord};
 
 use crate::endpoint::{self, WRITER_DEFAULT};
 use crate::progress::Progress;
@@ -26,9 +28,13 @@ const LINE_BYTES_MAX: u64 = 100 << 20;
 
 #[derive(Args, Debug, Clone)]
 pub struct SendArgs {
-    /// The writer (logtank-writer's send_batch port).
-    #[arg(long, env = "LOGTANK_WRITER", default_value = WRITER_DEFAULT, value_name = "HOST:PORT")]
+    /// The writer (logtank-writer's send_batch port), or several, `A,B,C`: each batch goes to all of them.
+    #[arg(long, env = "LOGTANK_WRITER", default_value = WRITER_DEFAULT, value_name = "HOST:PORT[,…]")]
     pub writer: String,
+    /// With several writers: how many of them, the first listed, must acknowledge each batch (default all);
+    /// the others may fail (counted and reported).
+    #[arg(long, value_name = "N")]
+    pub required: Option<usize>,
     /// The index_code of records that carry none.
     #[arg(long, value_name = "CODE")]
     pub index: Option<String>,
@@ -44,6 +50,7 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
     if let Some(code) = &args.index {
         logtank_thrift::validate_index_code(code).map_err(|e| anyhow::anyhow!("--index: {e}"))?;
     }
+    endpoint::fan_out_unconnected(&args.writer, args.required)?;
     let stdin = args.file.as_os_str() == "-";
     let name = if stdin {
         "stdin".to_string()
@@ -91,22 +98,24 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
         }
         batch.records.push(record);
         if batch.records.len() as u64 == args.batch_size {
-            sender.send(&mut client, &batch, &args.writer, (first_line, number))?;
+            sender.send(&mut client, &batch, &args, (first_line, number))?;
             batch.records.clear();
         }
     }
     if !batch.records.is_empty() {
-        sender.send(&mut client, &batch, &args.writer, (first_line, number - 1))?;
+        sender.send(&mut client, &batch, &args, (first_line, number - 1))?;
     }
     sender.progress.clear();
     println!("sent {}", sender.progress.line());
+    eprint!("{}", sender.optional.report());
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sends batches on one connection and counts them (bytes as encoded on the wire).
+/// Sends batches and counts them (bytes as encoded on the wire), and the batches optional writers missed.
 #[derive(Debug)]
 pub struct BatchSender {
     pub progress: Progress,
+    optional: endpoint::OptionalFailures,
     scratch: Vec<u8>,
 }
 
@@ -114,6 +123,7 @@ impl BatchSender {
     pub fn new(progress: Progress) -> BatchSender {
         BatchSender {
             progress,
+            optional: endpoint::OptionalFailures::default(),
             scratch: Vec::new(),
         }
     }
@@ -121,37 +131,38 @@ impl BatchSender {
     /// Sends one batch; the error names the input lines it came from.
     fn send(
         &mut self,
-        client: &mut Option<Client>,
+        client: &mut Option<FanOut>,
         batch: &LogBatch,
-        writer: &str,
+        args: &SendArgs,
         lines: (u64, u64),
     ) -> Result<()> {
         let client = match client {
             Some(client) => client,
-            None => client.insert(endpoint::connect("writer", writer)?),
+            None => client.insert(endpoint::fan_out(&args.writer, args.required)?),
         };
-        if let Err(e) = self.send_counted(client, batch) {
-            self.progress.clear();
-            let what = match &e {
-                ClientError::Application { .. } => "refused",
-                _ => "failed on",
-            };
-            bail!(
-                "the writer at {writer} {what} the batch of lines {}-{}: {e}; {}",
-                lines.0,
-                lines.1,
-                self.sent_so_far()
-            );
-        }
-        Ok(())
-    }
-
-    /// Sends one batch and adds it to the totals.
-    pub fn send_counted(&mut self, client: &mut Client, batch: &LogBatch) -> Result<(), ClientError> {
         let bytes = encoded_bytes(&mut self.scratch, &batch.records);
-        client.send_batch(batch)?;
-        self.progress.add(batch.records.len() as u64, bytes);
-        Ok(())
+        match client.send_batch(batch) {
+            Ok(optional) => {
+                self.optional.add(optional);
+                self.progress.add(batch.records.len() as u64, bytes);
+                Ok(())
+            }
+            Err(e) => {
+                self.progress.clear();
+                let what = match &e.error {
+                    ClientError::Application { .. } => "refused",
+                    _ => "failed on",
+                };
+                bail!(
+                    "the writer at {} {what} the batch of lines {}-{}: {}; {}",
+                    e.writer,
+                    lines.0,
+                    lines.1,
+                    e.error,
+                    self.sent_so_far()
+                );
+            }
+        }
     }
 
     fn sent_so_far(&self) -> String {

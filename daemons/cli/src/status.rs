@@ -1,7 +1,11 @@
 //! `logtank status`: this host at a glance. One line per daemon from its admin endpoint's `/status` (daemon,
 //! lifecycle state, role, readonly, and the status line it sends systemd), then the marker files under the
 //! data root that decide its role (DESIGN §2): `master`, `storage/safe_to_read` (or the older
-//! `safe_to_read`) and `readonly`. Exits 1 when a daemon does not answer, so scripts can tell.
+//! `safe_to_read`) and `readonly`. Exits 1 when coordd, the writer or the indexes reader does not answer, so
+//! scripts can tell. The bookies (`--bookie-admin`, those `logtank up` and `logtank-bookie@1..3` use) are
+//! shown when they answer and "not running" otherwise without changing the exit status: most hosts run none.
+//! A writer in bookies mode gets a second line: its log, the replication state, entries replicated and the
+//! batches acknowledged on the local journal alone.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -30,6 +34,13 @@ pub struct StatusArgs {
     /// logtank-coordd's admin endpoint.
     #[arg(long, default_value = "127.0.0.1:9152", value_name = "HOST:PORT")]
     pub coordd_admin: String,
+    /// The bookies' admin endpoints, comma-separated.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9161,127.0.0.1:9162,127.0.0.1:9163",
+        value_name = "HOST:PORT,…"
+    )]
+    pub bookie_admin: String,
     /// The data root whose marker files are shown (`logtank up` uses ./logtank-data).
     #[arg(long, env = "LOGTANK_DATA_ROOT", default_value = "/data")]
     pub data_root: PathBuf,
@@ -43,11 +54,29 @@ pub fn run(args: StatusArgs) -> Result<ExitCode> {
         ("indexes", &args.indexes_admin),
     ] {
         match fetch_status(addr) {
-            Ok(doc) => println!("{name:<8} {addr:<21} {}", describe(&doc)),
+            Ok(doc) => {
+                println!("{name:<8} {addr:<21} {}", describe(&doc));
+                if let Some(line) = replication(&doc) {
+                    println!("{:<8} {:<21} {line}", "", "");
+                }
+            }
             Err(e) => {
                 all_up = false;
                 println!("{name:<8} {addr:<21} down ({e})");
             }
+        }
+    }
+    for (i, addr) in args
+        .bookie_admin
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .enumerate()
+    {
+        let name = format!("bookie-{}", i + 1);
+        match fetch_status(addr) {
+            Ok(doc) => println!("{name:<8} {addr:<21} {}", describe(&doc)),
+            Err(e) => println!("{name:<8} {addr:<21} not running ({e})"),
         }
     }
     println!("{}", markers(&args.data_root));
@@ -74,6 +103,27 @@ pub fn describe(doc: &Value) -> String {
         text("role"),
         uptime(doc.get("uptime_s").and_then(Value::as_u64))
     )
+}
+
+/// A writer in bookies mode: "replication in step (ledger 3), log /logtank/logs/…, 120 entries, 0 batches
+/// local only"; `None` for other daemons and a writer without replication.
+pub fn replication(doc: &Value) -> Option<String> {
+    if doc.get("replication").and_then(Value::as_str) != Some("bookies") {
+        return None;
+    }
+    let text = |key: &str| doc.get(key).and_then(Value::as_str).unwrap_or("?").to_string();
+    let number = |key: &str| {
+        doc.get(key)
+            .and_then(Value::as_u64)
+            .map_or("?".into(), |n| n.to_string())
+    };
+    Some(format!(
+        "replication {}, log {}, {} entries, {} batches local only",
+        text("replication_state"),
+        text("replication_log"),
+        number("replication_entries"),
+        number("replication_local_only_batches"),
+    ))
 }
 
 fn uptime(seconds: Option<u64>) -> String {
@@ -159,6 +209,21 @@ mod tests {
             describe(&doc),
             "running, role standalone, writable, up 1m 5s: serving 127.0.0.1:15000, ack=fsync, 3 batches, readonly: no"
         );
+    }
+
+    // Proves a writer in bookies mode gets its replication line, and one without does not.
+    #[test]
+    fn describes_replication() {
+        let doc = serde_json::json!({
+            "daemon": "writer", "replication": "bookies", "replication_state": "in step (ledger 3)",
+            "replication_log": "/logtank/logs/w1", "replication_entries": 120,
+            "replication_local_only_batches": 0
+        });
+        assert_eq!(
+            replication(&doc).unwrap(),
+            "replication in step (ledger 3), log /logtank/logs/w1, 120 entries, 0 batches local only"
+        );
+        assert_eq!(replication(&serde_json::json!({"replication": "none"})), None);
     }
 
     // Proves the marker line reports each marker, the older safe_to_read place included.

@@ -627,14 +627,13 @@ pub fn sync_once(config: &SyncConfig, force: bool, stop: &AtomicBool) -> Result<
         remove_dir_all(&staging)?;
         return Ok(Outcome::Master);
     }
-    fs::rename(&staging, layout.migrated()).with_context(|| {
+    logtank_durable::rename_durably(&staging, &layout.migrated()).with_context(|| {
         format!(
             "renaming {} to {}",
             staging.display(),
             layout.migrated().display()
         )
     })?;
-    sync_dir(&layout.storage())?;
     let adoption = adopt(&storage, overlap, Some(&fingerprint))?
         .ok_or_else(|| anyhow!("{} vanished before its adoption", layout.migrated().display()))?;
     Ok(Outcome::Adopted(Box::new(Adopted {
@@ -846,13 +845,7 @@ fn sync_tree(dir: &Path, tally: &mut Tally) -> std::io::Result<()> {
             }
         }
     }
-    fs::File::open(dir)?.sync_all()
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("fsyncing {}", dir.display()))
+    Ok(logtank_durable::fsync_dir(dir)?)
 }
 
 fn read_u64(path: &Path) -> Result<Option<u64>> {

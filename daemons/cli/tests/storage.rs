@@ -493,3 +493,106 @@ fn status_shows_daemons_and_markers() {
         "{text}"
     );
 }
+
+// Proves fan-out (`--writer A,B,C --required N`): every writer gets every batch; with one writer gone,
+// `--required 2` still succeeds when it is optional and reports the batches it missed, and `--required 3`
+// fails naming it, for `generate` and `send` alike.
+#[test]
+fn fan_out_sends_every_batch_to_every_writer_and_reports_optional_failures() {
+    let machines = [Suite::start(&[]), Suite::start(&[]), Suite::start(&[])];
+    let all: Vec<String> = machines.iter().map(|m| m.writer.to_string()).collect();
+    let all = all.join(",");
+    let text = stdout(&machines[0].run(&["generate", "fan", "600", "--seed", "5", "--writer", &all]));
+    assert!(text.starts_with("sent 600 records"), "{text}");
+    let documents = number_after(&text, "documents after replay: ");
+    for m in &machines {
+        let report = stdout(&m.run(&["recover", "fan", "--retry"]));
+        assert_eq!(number_after(&report, "recovered fan: "), 600, "{report}");
+        assert_eq!(
+            number_after(&report, "\ndocuments after replay: "),
+            documents,
+            "{report}"
+        );
+    }
+
+    let [a, b, c] = machines;
+    let gone = c.writer.to_string();
+    drop(c);
+    let output = a.run(&[
+        "generate",
+        "half",
+        "300",
+        "--batch-size",
+        "100",
+        "--writer",
+        &all,
+        "--required",
+        "2",
+    ]);
+    let err = stderr(&output);
+    assert!(
+        err.contains(&format!("optional writer {gone} missed 3 batches")),
+        "{err}"
+    );
+    for m in [&a, &b] {
+        let report = stdout(&m.run(&["recover", "half", "--retry"]));
+        assert_eq!(number_after(&report, "recovered half: "), 300, "{report}");
+    }
+
+    let output = a
+        .logtank()
+        .args(["generate", "strict", "100", "--writer", &all, "--required", "3"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(err.contains(&gone), "names the writer that is gone: {err}");
+
+    let mut child = a
+        .logtank()
+        .args([
+            "send",
+            "--index",
+            "sent",
+            "--batch-size",
+            "1",
+            "--writer",
+            &all,
+            "--required",
+            "2",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"docid\": \"x\"}\n{\"docid\": \"y\"}\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains(&format!("optional writer {gone} missed 2 batches")));
+    let file = a.root.join("one.json");
+    std::fs::write(&file, "{\"docid\": \"z\"}\n").unwrap();
+    let output = a
+        .logtank()
+        .args(["send", "--index", "sent", "--writer", &all, "--required", "3"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains(&gone), "{}", stderr(&output));
+    let output = a
+        .logtank()
+        .args(["send", "--writer", &all, "--required", "4"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&output).contains("required must be 1 to 3"),
+        "{}",
+        stderr(&output)
+    );
+}

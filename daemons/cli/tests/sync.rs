@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin_dir, stderr, Daemon, WAIT_MAX};
+use common::{bin_dir, start_daemon, stderr, Daemon, WAIT_MAX};
 use logtank_coord::test_support::{ServerKind, TestServer};
 use logtank_storage::merge::{apply, Docs};
 use logtank_storage::SegmentName;
@@ -62,13 +62,14 @@ fn start_writer(root: &Path, dir: &Path, name: &str) -> (Daemon, SocketAddr) {
         "--set",
         "writer.batch_bytes_max=4096",
     ]));
-    let (daemon, addrs) = Daemon::start(
+    let daemon = start_daemon(
         "logtank-writer",
-        &args,
+        args,
         dir.join(format!("{name}.log")),
-        &["serving LogWriter.send_batch on "],
+        logtank_writer::SERVING_PREFIX,
     );
-    (daemon, addrs[0])
+    let addr = daemon.addr();
+    (daemon, addr)
 }
 
 /// An indexes reader on `root` with a pipeline that sorts and optimizes early; registered in `coord`.
@@ -96,13 +97,14 @@ fn start_indexes(root: &Path, dir: &Path, name: &str, coord: Option<&str>) -> (D
     if let Some(servers) = coord {
         args.extend(["--set".to_string(), format!("coord.servers={servers}")]);
     }
-    let (daemon, addrs) = Daemon::start(
+    let daemon = start_daemon(
         "logtank-indexes",
-        &args,
+        args,
         dir.join(format!("{name}.log")),
-        &["serving LogReader on "],
+        logtank_indexes::READER_SERVING_PREFIX,
     );
-    (daemon, addrs[0])
+    let addr = daemon.addr();
+    (daemon, addr)
 }
 
 /// The master's storage served by `rsync --daemon` with the module of etc/rsyncd.conf, moved to a
@@ -512,7 +514,7 @@ fn a_slave_replicates_then_is_promoted_and_serves_every_record() {
              ({} documents recovered, {} expected)\nslave-indexes log:\n{}",
             recovered[code].len(),
             sender.model[code].len(),
-            std::fs::read_to_string(&s_indexes.log).unwrap_or_default()
+            s_indexes.log_file_text()
         );
     }
     drop((s_indexes, s_writer));

@@ -1,5 +1,5 @@
 //! `logtank up` as a real process supervising real processes: stand-in daemons (small Python programs that
-//! serve `/ping` on their admin port and exit 0 on SIGTERM) take the place of daemons not built yet.
+//! serve `/ping` and a running `/status` on their admin port and exit 0 on SIGTERM) take the place of daemons not built yet.
 // Helpers outside #[test] functions are not covered by clippy's allow-unwrap-in-tests; a failed
 // unwrap in a test helper is a test failure, which is what we want.
 #![allow(clippy::unwrap_used)]
@@ -24,8 +24,9 @@ if os.environ.get("FAKE_FAIL") == name:
     sys.exit(3)
 class Ping(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = b"pong" if self.path == "/ping" else b"?"
-        self.send_response(200 if self.path == "/ping" else 404)
+        bodies = {"/ping": b"pong", "/status": b'{"state": "running"}'}
+        body = bodies.get(self.path, b"?")
+        self.send_response(200 if self.path in bodies else 404)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -40,6 +41,15 @@ signal.signal(signal.SIGTERM, stop)
 print(name, "serving", flush=True)
 server.serve_forever()
 "#;
+
+/// Interrupts `up` (Ctrl-C) when dropped, so a failing test leaves no suite running.
+struct InterruptOnDrop(u32);
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGINT);
+    }
+}
 
 fn install_fakes(bin: &Path) {
     std::fs::create_dir_all(bin).unwrap();
@@ -72,6 +82,7 @@ fn up_starts_prints_and_stops_on_ctrl_c() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
+    let _interrupt = InterruptOnDrop(up.id());
     let (tx, rx) = mpsc::channel();
     let stdout = up.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -135,8 +146,9 @@ fn up_fails_when_a_daemon_fails() {
 }
 
 // Proves the README's first commands work on the real daemons: `up` runs coordd, the writer and the indexes
-// reader as an active master, `generate` then `recover` in a second terminal sees every record, `status`
-// shows all three and the markers, and Ctrl-C stops them all cleanly.
+// reader as an active master (with --replicate, the writer in bookies mode), `generate` then `recover` in a
+// second terminal sees every record, `status` shows every daemon, the replication and the markers, and
+// Ctrl-C stops them all cleanly.
 #[test]
 fn up_runs_the_real_suite_end_to_end() {
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_logtank")).parent().unwrap();
@@ -152,7 +164,13 @@ fn up_runs_the_real_suite_end_to_end() {
     let offset = port_offset(2);
     let port = |p: u16| (p + offset).to_string();
     let mut up = Command::new(env!("CARGO_BIN_EXE_logtank"))
-        .args(["up", "--port-offset", &offset.to_string(), "--data-dir"])
+        .args([
+            "up",
+            "--replicate",
+            "--port-offset",
+            &offset.to_string(),
+            "--data-dir",
+        ])
         .arg(&data)
         .arg("--bin-dir")
         .arg(bin_dir)
@@ -160,6 +178,7 @@ fn up_runs_the_real_suite_end_to_end() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let _interrupt = InterruptOnDrop(up.id());
     let (tx, rx) = mpsc::channel();
     let stdout = up.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -217,6 +236,13 @@ fn up_runs_the_real_suite_end_to_end() {
         &format!("127.0.0.1:{}", port(9151)),
         "--coordd-admin",
         &format!("127.0.0.1:{}", port(9152)),
+        "--bookie-admin",
+        &format!(
+            "127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
+            port(9161),
+            port(9162),
+            port(9163)
+        ),
         "--data-root",
         data.to_str().unwrap(),
     ]);
@@ -229,6 +255,65 @@ fn up_runs_the_real_suite_end_to_end() {
         text.contains("master yes, safe_to_read yes, readonly no"),
         "{text}"
     );
+    // --replicate: the writer's batches are entries on the bookies too, and status says so.
+    assert!(printed.contains("the writer replicates every batch"), "{printed}");
+    assert!(text.contains("replication in step (ledger "), "{text}");
+    let entries = text
+        .split(" log /logtank/logs/")
+        .nth(1)
+        .and_then(|rest| rest.split(", ").nth(1))
+        .and_then(|n| n.strip_suffix(" entries"))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(entries.unwrap_or(0) > 0, "{text}");
+    assert_eq!(text.matches("bookie-").count(), 3, "{text}");
+    assert!(!text.contains("not running"), "{text}");
+
+    // The three bookies, as the DistributedLog cluster guide shows them, and a ledger through them.
+    for p in [3181, 3182, 3183, 9161, 9162, 9163] {
+        assert!(
+            printed.contains(&format!("127.0.0.1:{}", port(p))),
+            "{p} missing from:\n{printed}"
+        );
+    }
+    let coord = format!("127.0.0.1:{}", port(2181));
+    let (status, text, err) = logtank(&["zk", "--server", &coord, "ls", "/ledgers/available"]);
+    assert!(status.success(), "{text}{err}");
+    let mut listed: Vec<&str> = text.lines().collect();
+    listed.sort();
+    let mut expected: Vec<String> = [3181, 3182, 3183]
+        .iter()
+        .map(|p| format!("127.0.0.1:{}", port(*p)))
+        .collect();
+    expected.push("readonly".into());
+    expected.sort();
+    assert_eq!(listed, expected);
+    let mut ledger = Command::new(env!("CARGO_BIN_EXE_logtank"))
+        .args([
+            "ledgers",
+            "--coord",
+            &coord,
+            "write",
+            "--ensemble",
+            "3",
+            "--write-quorum",
+            "2",
+            "--ack-quorum",
+            "2",
+        ])
+        .args(["--password", "pw"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = ledger.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"one\ntwo\nthree\n").unwrap();
+    drop(stdin);
+    let output = ledger.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let id = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let (status, text, err) = logtank(&["ledgers", "--coord", &coord, "read", &id, "--password", "pw"]);
+    assert!(status.success(), "{text}{err}");
+    assert_eq!(text, "one\ntwo\nthree\n");
 
     kill(Pid::from_raw(up.id() as i32), Signal::SIGINT).unwrap();
     let status = up.wait().unwrap();

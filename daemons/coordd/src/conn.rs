@@ -1,4 +1,5 @@
-//! The client port: the accept loop (with the per-IP connection limit) and one task pair per connection.
+//! The client port: the accept loop (the runtime's [`accept_bounded`], with the per-IP connection limit on
+//! top) and one task pair per connection.
 //! The reader splits frames and decodes them into [`Command`]s for the core; the writer sends whatever the
 //! core queued in the connection's [`Outbox`]. Neither touches the tree.
 //!
@@ -7,11 +8,11 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use logtank_runtime::Shutdown;
+use logtank_runtime::{accept_bounded, Shutdown};
 use logtank_zk::frame::{four_letter_word, next_frame, Frame};
 use logtank_zk::{ConnectRequest, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -23,6 +24,12 @@ use crate::core::{Command, Outbox, Outgoing};
 
 /// Bytes read from a socket per call.
 const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Connections open at once, from every client. Each holds a file descriptor, and the unit's
+/// `LimitNOFILE=` is 65536, so this names the bound the system already sets (STYLE #6) without lowering
+/// it; the per-IP limit (`limits.connections_per_ip_max`) is the one that bites.
+const CONNECTIONS_MAX: usize = 65_536;
+/// The accept loop's name in its log lines.
+const PORT_NAME: &str = "ZooKeeper clients";
 
 /// Counts connections per client IP, so one host cannot take all the file descriptors.
 #[derive(Debug, Default)]
@@ -70,21 +77,8 @@ pub async fn accept_loop(
     shutdown: Shutdown,
 ) {
     let per_ip = Arc::new(PerIp::default());
-    let next_conn = AtomicU64::new(1);
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.wait() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: wait a little instead of spinning.
-                log::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    let mut next_conn: u64 = 1;
+    let on_accept = |stream: TcpStream, peer: SocketAddr, permit| {
         let Some(guard) = per_ip.try_acquire(peer.ip(), config.limits.connections_per_ip_max) else {
             log::warn!(
                 "too many connections from {} (limits.connections_per_ip_max = {}); closing",
@@ -92,16 +86,18 @@ pub async fn accept_loop(
                 config.limits.connections_per_ip_max
             );
             drop(stream);
-            continue;
+            return;
         };
-        let _ = stream.set_nodelay(true);
-        let conn = next_conn.fetch_add(1, Ordering::Relaxed);
+        let conn = next_conn;
+        next_conn += 1;
         let (commands, config, shutdown) = (commands.clone(), config.clone(), shutdown.clone());
         tokio::spawn(async move {
             serve(stream, conn, peer, commands, config, shutdown).await;
             drop(guard);
+            drop(permit);
         });
-    }
+    };
+    accept_bounded(listener, CONNECTIONS_MAX, PORT_NAME, shutdown.clone(), on_accept).await;
 }
 
 /// Why reading a connection stopped.

@@ -65,6 +65,11 @@ impl StatusSource for SharedStatus {
     }
 }
 
+/// The published start of the line `start` logs once the client port is bound, followed by its address:
+/// `serving ZooKeeper clients on ADDR`. Tests that bind port 0 read the address there (logtank-testkit), so
+/// the text is kept stable.
+pub const SERVING_PREFIX: &str = "serving ZooKeeper clients on ";
+
 impl Daemon for Coordd {
     type Config = CoorddConfig;
     const NAME: &'static str = "coordd";
@@ -112,7 +117,7 @@ impl Daemon for Coordd {
             Arc::new(config),
             ctx.shutdown().clone(),
         ));
-        log::info!("serving ZooKeeper clients on {listen_addr}");
+        log::info!("{SERVING_PREFIX}{listen_addr}");
         Ok(Coordd {
             listen_addr,
             status,

@@ -11,6 +11,7 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use logtank_durable::{AtomicFile, DurableError};
 use logtank_zk::jute::{Reader, Writer};
 use logtank_zk::{decode_acls, encode_acls};
 
@@ -26,6 +27,16 @@ pub enum SnapshotError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: corrupt snapshot: {why}")]
     Corrupt { path: PathBuf, why: String },
+}
+
+/// A failed durable step (create, fsync, rename, directory fsync) is an IO error on the path it concerned.
+impl From<DurableError> for SnapshotError {
+    fn from(e: DurableError) -> SnapshotError {
+        SnapshotError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
@@ -71,11 +82,12 @@ pub fn write(
     journal_seq: u64,
 ) -> Result<SnapshotFile, SnapshotError> {
     let path = dir.join(format!("{PREFIX}{:016x}", zxid as u64));
-    let tmp = dir.join(format!("{PREFIX}{:016x}.tmp", zxid as u64));
-    let file = File::create(&tmp).map_err(io_err(&tmp))?;
+    // `snapshot.<zxid>.tmp` until committed; removed if the write fails.
+    let file = AtomicFile::create(&path)?;
+    let tmp = file.tmp_path().to_path_buf();
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut crc = 0u32;
-    let mut emit = |out: &mut BufWriter<File>, bytes: &[u8]| -> Result<(), SnapshotError> {
+    let mut emit = |out: &mut BufWriter<AtomicFile>, bytes: &[u8]| -> Result<(), SnapshotError> {
         crc = crc32c::crc32c_append(crc, bytes);
         out.write_all(bytes).map_err(io_err(&tmp))
     };
@@ -104,10 +116,7 @@ pub fn write(
         path: tmp.clone(),
         source: e.into_error(),
     })?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+    file.commit()?;
     Ok(SnapshotFile { zxid, path })
 }
 

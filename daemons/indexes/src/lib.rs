@@ -171,6 +171,13 @@ impl StatusSource for Status {
     }
 }
 
+/// The published starts of the two lines `start` logs once the ports are bound, each followed by its
+/// address: `serving LogReader on ADDR` and `serving LogManager on ADDR`. Tests that bind port 0 read the
+/// addresses there (logtank-testkit), so the text is kept stable.
+pub const READER_SERVING_PREFIX: &str = "serving LogReader on ";
+/// See [`READER_SERVING_PREFIX`].
+pub const MANAGER_SERVING_PREFIX: &str = "serving LogManager on ";
+
 impl Daemon for Indexes {
     type Config = IndexesConfig;
     const NAME: &'static str = "indexes";
@@ -274,8 +281,8 @@ impl Daemon for Indexes {
             tracker.clone(),
             shutdown,
         )));
-        log::info!("serving LogReader on {reader_addr}");
-        log::info!("serving LogManager on {manager_addr}");
+        log::info!("{READER_SERVING_PREFIX}{reader_addr}");
+        log::info!("{MANAGER_SERVING_PREFIX}{manager_addr}");
         Ok(Indexes {
             reader_addr,
             manager_addr,

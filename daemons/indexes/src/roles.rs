@@ -337,20 +337,15 @@ fn read_fence(path: &Path) -> Option<Fence> {
     Some(Fence { theirs, ours })
 }
 
-fn write_fence(path: &Path, fence: Fence) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join("fenced.tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    writeln!(
-        file,
-        "{} {}\n# another master took over (epoch {} > ours {}); removed when this host is demoted",
+/// Replaces the fence file atomically (`fenced.tmp`, fsync, rename, directory fsync): a crash leaves the old
+/// fence or the new one, and a fence that was reported remembered survives a power cut.
+fn write_fence(path: &Path, fence: Fence) -> Result<(), logtank_durable::DurableError> {
+    logtank_durable::create_dir_all_durably(logtank_durable::parent_dir(path))?;
+    let text = format!(
+        "{} {}\n# another master took over (epoch {} > ours {}); removed when this host is demoted\n",
         fence.theirs, fence.ours, fence.theirs, fence.ours
-    )?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    );
+    logtank_durable::write_atomically(path, text.as_bytes())
 }
 
 fn clear_fence_file(path: &Path) {

@@ -54,6 +54,14 @@ pub struct JournalOptions {
     /// fresh memory made zero-filling the spare segment half of the writer's CPU (docs/benchmarks.md). A
     /// reader of the closed segment (the dealer) reads it from the disk instead.
     pub drop_closed_from_cache: bool,
+    /// Segments may be removed out of order ([`Journal::remove_segment`]), so a gap in the sequence numbers
+    /// between two segments is a removed segment, not a lost one. For a journal that is also its owner's
+    /// entry store (the bookie), whose own index says which segments must exist.
+    pub allow_segment_gaps: bool,
+    /// Records below this sequence number were verified by an earlier open and are covered by the owner's
+    /// own checkpoint: recovery reads only the segments that may hold records from here on, and checks just
+    /// the header of the others. Their records are still verified by every read. 0 (the default) verifies all.
+    pub verified_before_seq: u64,
 }
 
 impl Default for JournalOptions {
@@ -66,6 +74,8 @@ impl Default for JournalOptions {
             new_segment_on_open: false,
             thread_init: None,
             drop_closed_from_cache: false,
+            allow_segment_gaps: false,
+            verified_before_seq: 0,
         }
     }
 }
@@ -80,6 +90,8 @@ impl std::fmt::Debug for JournalOptions {
             .field("new_segment_on_open", &self.new_segment_on_open)
             .field("thread_init", &self.thread_init.is_some())
             .field("drop_closed_from_cache", &self.drop_closed_from_cache)
+            .field("allow_segment_gaps", &self.allow_segment_gaps)
+            .field("verified_before_seq", &self.verified_before_seq)
             .finish()
     }
 }
@@ -117,6 +129,16 @@ pub struct Marks {
     pub failed: bool,
 }
 
+/// Where a record was put: the segment (named by its first sequence number) and the frame's byte offset in
+/// it, for reading it back directly ([`Journal::read_located`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Location {
+    pub seq: u64,
+    pub segment: u64,
+    pub offset: u64,
+    pub payload_len: u32,
+}
+
 /// Bytes staged for one segment; `new_segment` says the segment must be created first.
 struct Chunk {
     new_segment: Option<u64>,
@@ -128,6 +150,8 @@ struct State {
     next_seq: u64,
     /// Bytes assigned in the segment the newest chunk lands in, header included.
     segment_used: u64,
+    /// The first sequence number of the segment the newest chunk lands in.
+    segment_first: u64,
     chunks: Vec<Chunk>,
     pending_bytes: usize,
     spare: Vec<Vec<u8>>,
@@ -142,6 +166,7 @@ struct State {
 pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
     pub(crate) record_bytes_max: u32,
+    pub(crate) allow_segment_gaps: bool,
     segment_size_bytes: u64,
     fsync_interval: Duration,
     state: Mutex<State>,
@@ -188,6 +213,17 @@ impl std::fmt::Debug for Journal {
 impl Journal {
     /// Opens (creating if needed) the journal in `dir`: recovers, truncates a torn tail, starts the journal thread.
     pub fn open(dir: &Path, options: JournalOptions) -> Result<(Journal, RecoveryReport), Error> {
+        Journal::open_visiting(dir, options, &mut |_, _| {})
+    }
+
+    /// [`Journal::open`], calling `visit` with every record recovery verifies, in order (its location and
+    /// payload): an owner that indexes its records (the bookie) builds its index from the same single read of
+    /// the journal. If the open fails, what was visited is meaningless.
+    pub fn open_visiting(
+        dir: &Path,
+        options: JournalOptions,
+        visit: &mut dyn FnMut(Location, &[u8]),
+    ) -> Result<(Journal, RecoveryReport), Error> {
         options.validate()?;
         std::fs::create_dir_all(dir).with_path(dir)?;
         let lock_path = dir.join("LOCK");
@@ -207,7 +243,16 @@ impl Journal {
                 })
             }
         }
-        let report = recovery::recover(dir, options.record_bytes_max, Mode::Repair)?;
+        let report = recovery::recover(
+            dir,
+            options.record_bytes_max,
+            Mode::Repair,
+            recovery::Skip {
+                gaps: options.allow_segment_gaps,
+                verified_before_seq: options.verified_before_seq,
+            },
+            visit,
+        )?;
         let backend = Backend::open(options.io_backend).map_err(|source| Error::Io {
             path: dir.into(),
             source,
@@ -224,12 +269,16 @@ impl Journal {
                 .with_path(&last.path)?;
         }
         let reuse_last = !(options.new_segment_on_open && has_records);
-        let (file, offset) = match segments.last() {
-            Some(last) if reuse_last => (segment::open_existing(&last.path)?, report.tail_offset),
+        let (file, offset, segment_first) = match segments.last() {
+            Some(last) if reuse_last => (
+                segment::open_existing(&last.path)?,
+                report.tail_offset,
+                last.first_seq,
+            ),
             _ => {
                 let (meta, file) = segment::create(dir, report.next_seq, options.segment_size_bytes)?;
                 segments.push(meta);
-                (file, SEGMENT_HEADER_BYTES as u64)
+                (file, SEGMENT_HEADER_BYTES as u64, report.next_seq)
             }
         };
         let last_seq = report.next_seq - 1;
@@ -241,11 +290,13 @@ impl Journal {
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             record_bytes_max: options.record_bytes_max,
+            allow_segment_gaps: options.allow_segment_gaps,
             segment_size_bytes: options.segment_size_bytes,
             fsync_interval: options.fsync_interval,
             state: Mutex::new(State {
                 next_seq: report.next_seq,
                 segment_used: offset,
+                segment_first,
                 chunks: Vec::new(),
                 pending_bytes: 0,
                 spare: Vec::new(),
@@ -317,6 +368,24 @@ impl Journal {
 
     /// Appends records back to back, in order, and returns the first and last sequence numbers.
     pub fn append_many<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<(u64, u64), Error> {
+        self.append_inner(payloads, None)
+    }
+
+    /// [`Journal::append_many`], also saying where each record goes (pushed to `locations`, in order), so an
+    /// owner that indexes its records can read one back directly with [`Journal::read_located`].
+    pub fn append_many_located<P: AsRef<[u8]>>(
+        &self,
+        payloads: &[P],
+        locations: &mut Vec<Location>,
+    ) -> Result<(u64, u64), Error> {
+        self.append_inner(payloads, Some(locations))
+    }
+
+    fn append_inner<P: AsRef<[u8]>>(
+        &self,
+        payloads: &[P],
+        mut locations: Option<&mut Vec<Location>>,
+    ) -> Result<(u64, u64), Error> {
         if payloads.is_empty() {
             return Err(Error::InvalidArgument("append of no records".into()));
         }
@@ -352,6 +421,15 @@ impl Journal {
             let roll = st.segment_used + len > shared.segment_size_bytes;
             if roll {
                 st.segment_used = SEGMENT_HEADER_BYTES as u64;
+                st.segment_first = seq;
+            }
+            if let Some(out) = locations.as_deref_mut() {
+                out.push(Location {
+                    seq,
+                    segment: st.segment_first,
+                    offset: st.segment_used,
+                    payload_len: payload.len() as u32,
+                });
             }
             if roll || st.chunks.is_empty() {
                 let bytes = st.spare.pop().unwrap_or_default();
@@ -503,9 +581,58 @@ impl Journal {
             );
         }
         if !doomed.is_empty() {
-            segment::sync_dir(&self.shared.dir)?;
+            logtank_durable::fsync_dir(&self.shared.dir)?;
         }
         Ok(doomed.len())
+    }
+
+    /// Deletes one closed segment, wherever it is (a journal opened with `allow_segment_gaps`, whose owner
+    /// moved every record it still needs out of it). Never the segment being appended to.
+    pub fn remove_segment(&self, first_seq: u64) -> Result<(), Error> {
+        if !self.shared.allow_segment_gaps {
+            return Err(Error::InvalidArgument(
+                "remove_segment needs a journal opened with allow_segment_gaps".into(),
+            ));
+        }
+        let meta = {
+            let mut st = self.shared.lock();
+            let Some(index) = st.segments.iter().position(|s| s.first_seq == first_seq) else {
+                return Err(Error::InvalidArgument(format!(
+                    "no segment starts at record {first_seq}"
+                )));
+            };
+            if index + 1 == st.segments.len() || st.segment_first == first_seq {
+                return Err(Error::InvalidArgument(format!(
+                    "segment {first_seq} is the one being appended to"
+                )));
+            }
+            st.segments.remove(index)
+        };
+        std::fs::remove_file(&meta.path).with_path(&meta.path)?;
+        logtank_durable::fsync_dir(&self.shared.dir)?;
+        log::info!(
+            "journal {}: removed segment {}",
+            self.shared.dir.display(),
+            meta.path.display()
+        );
+        Ok(())
+    }
+
+    /// The path of the segment that starts at `first_seq`, for reading located records.
+    pub fn segment_path(&self, first_seq: u64) -> PathBuf {
+        segment::segment_path(&self.shared.dir, first_seq)
+    }
+
+    /// Reads back the record at `location` from `file` (its segment, opened by the caller, who may keep it
+    /// open for many reads) with one positional read, verifying its checksum and sequence number. The
+    /// record must have been written (`Marks::written` ≥ its sequence number).
+    pub fn read_located(&self, file: &File, location: &Location) -> Result<Vec<u8>, Error> {
+        crate::reader::read_located(
+            file,
+            &self.segment_path(location.segment),
+            location,
+            self.shared.record_bytes_max,
+        )
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -36,7 +36,7 @@ mod uring;
 use std::path::PathBuf;
 
 pub use crate::io::IoBackend;
-pub use crate::journal::{Journal, JournalOptions, Marks};
+pub use crate::journal::{Journal, JournalOptions, Location, Marks, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 pub use crate::metrics::Metrics;
 pub use crate::reader::{Reader, Record};
 pub use crate::recovery::{salvage, RecoveryReport, TornTail};
@@ -72,6 +72,17 @@ pub enum Error {
     Truncated { requested: u64, first_available: u64 },
     #[error("invalid journal argument: {0}")]
     InvalidArgument(String),
+}
+
+/// The durable-file steps (directory fsync, durable rename) fail with the path they concerned, as the
+/// journal's own IO errors do.
+impl From<logtank_durable::DurableError> for Error {
+    fn from(e: logtank_durable::DurableError) -> Error {
+        Error::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 /// Attaches the path an IO error concerns.

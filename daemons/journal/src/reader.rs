@@ -23,6 +23,21 @@ const READ_BUFFER_BYTES: usize = 1 << 20;
 pub struct Record {
     pub seq: u64,
     pub payload: Vec<u8>,
+    /// The segment (its first sequence number) and byte offset the record was read from.
+    pub segment: u64,
+    pub offset: u64,
+}
+
+impl Record {
+    /// Where the record is, for [`crate::Journal::read_located`].
+    pub fn location(&self) -> crate::Location {
+        crate::Location {
+            seq: self.seq,
+            segment: self.segment,
+            offset: self.offset,
+            payload_len: self.payload.len() as u32,
+        }
+    }
 }
 
 enum Source {
@@ -44,6 +59,7 @@ impl Source {
 }
 
 struct OpenSegment {
+    first_seq: u64,
     path: PathBuf,
     input: BufReader<File>,
     offset: u64,
@@ -81,7 +97,13 @@ impl Reader {
         from_seq: u64,
         record_bytes_max: u32,
     ) -> Result<(Reader, crate::RecoveryReport), Error> {
-        let report = recovery::recover(dir, record_bytes_max, Mode::Verify)?;
+        let report = recovery::recover(
+            dir,
+            record_bytes_max,
+            Mode::Verify,
+            recovery::Skip::default(),
+            &mut |_, _| {},
+        )?;
         let source = Source::Fixed {
             segments: report.segments.clone(),
             last_seq: report.next_seq - 1,
@@ -105,6 +127,13 @@ impl Reader {
         self.next_seq
     }
 
+    fn gaps_allowed(&self) -> bool {
+        match &self.source {
+            Source::Live(shared) => shared.allow_segment_gaps,
+            Source::Fixed { .. } => false,
+        }
+    }
+
     fn open_segment_for(&mut self, segments: &[SegmentMeta]) -> Result<(), Error> {
         let Some(meta) = segments.iter().rev().find(|s| s.first_seq <= self.next_seq) else {
             let first_available = segments.first().map_or(1, |s| s.first_seq);
@@ -124,6 +153,7 @@ impl Reader {
             reason: e.to_string(),
         })?;
         self.current = Some(OpenSegment {
+            first_seq: meta.first_seq,
             path: meta.path.clone(),
             input,
             offset: SEGMENT_HEADER_BYTES as u64,
@@ -133,6 +163,7 @@ impl Reader {
 
     fn read_next(&mut self) -> Result<Option<Record>, Error> {
         let (segments, last_seq) = self.source.view();
+        let gaps_allowed = self.gaps_allowed();
         if self.next_seq > last_seq {
             return Ok(None);
         }
@@ -178,13 +209,23 @@ impl Reader {
                     return Ok(Some(Record {
                         seq: f.seq,
                         payload: f.payload.to_vec(),
+                        segment: seg.first_seq,
+                        offset: frame_start,
                     }));
                 }
                 None => {
-                    // The end of this segment's records: the next one must start exactly here.
+                    // The end of this segment's records: the next one must start exactly here, or (in a
+                    // journal whose segments may be removed) later.
                     if segments.iter().any(|s| s.first_seq == self.next_seq) {
                         self.open_segment_for(&segments)?;
                         continue;
+                    }
+                    if gaps_allowed {
+                        if let Some(next) = segments.iter().find(|s| s.first_seq > self.next_seq) {
+                            self.next_seq = next.first_seq;
+                            self.open_segment_for(&segments)?;
+                            continue;
+                        }
                     }
                     let reason = "the record is missing (end of segment data)".to_string();
                     return Err(corrupt(seg, frame_start, self.next_seq, reason));
@@ -226,6 +267,48 @@ fn read_frame(
         .with_path(&seg.path)?;
     seg.offset += total as u64;
     Ok(Some(total))
+}
+
+/// Reads the one record at `location` of the segment `file` (at `path`, for errors) with one positional
+/// read; a frame that fails its checks, or is another record's, is corruption and is never returned.
+pub(crate) fn read_located(
+    file: &File,
+    path: &Path,
+    location: &crate::Location,
+    record_bytes_max: u32,
+) -> Result<Vec<u8>, Error> {
+    use std::os::unix::fs::FileExt;
+    if location.payload_len > record_bytes_max {
+        return Err(Error::InvalidArgument(format!(
+            "record of {} bytes exceeds the journal's maximum of {record_bytes_max}",
+            location.payload_len
+        )));
+    }
+    let len = crate::frame::frame_len(location.payload_len as usize);
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, location.offset).with_path(path)?;
+    let corrupt = |reason: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        offset: location.offset,
+        seq: location.seq,
+        reason,
+    };
+    match decode_frame(&buf, record_bytes_max) {
+        Decoded::Frame(f) if f.seq == location.seq && f.payload.len() == location.payload_len as usize => {
+            buf.truncate(FRAME_HEADER_BYTES + f.payload.len());
+            buf.drain(..FRAME_HEADER_BYTES);
+            Ok(buf)
+        }
+        Decoded::Frame(f) => Err(corrupt(format!(
+            "record {} of {} bytes where record {} of {} bytes was written",
+            f.seq,
+            f.payload.len(),
+            location.seq,
+            location.payload_len
+        ))),
+        Decoded::End => Err(corrupt("no record where one was written".into())),
+        Decoded::Invalid(why) => Err(corrupt(why.to_string())),
+    }
 }
 
 fn corrupt(seg: &OpenSegment, offset: u64, seq: u64, reason: String) -> Error {

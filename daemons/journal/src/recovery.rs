@@ -54,7 +54,26 @@ struct Scan {
     bad: Option<String>,
 }
 
-pub(crate) fn recover(dir: &Path, payload_max: u32, mode: Mode) -> Result<RecoveryReport, Error> {
+/// What an open may take on trust (see `JournalOptions::allow_segment_gaps` and `verified_before_seq`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Skip {
+    /// A segment may start after the previous one's last record: the records between were removed.
+    pub gaps: bool,
+    /// A segment all of whose records are below this was verified before: only its header is checked.
+    pub verified_before_seq: u64,
+}
+
+/// Called with every valid record recovery reads, in order (its location and payload). Records of a segment
+/// that later turns out corrupt are visited too; the open then fails, so the visitor's result is moot.
+pub(crate) type Visit<'a> = &'a mut dyn FnMut(crate::Location, &[u8]);
+
+pub(crate) fn recover(
+    dir: &Path,
+    payload_max: u32,
+    mode: Mode,
+    skip: Skip,
+    visit: Visit<'_>,
+) -> Result<RecoveryReport, Error> {
     let segments = segment::list(dir, mode == Mode::Repair)?;
     let mut report = RecoveryReport {
         segments: segments.clone(),
@@ -65,12 +84,22 @@ pub(crate) fn recover(dir: &Path, payload_max: u32, mode: Mode) -> Result<Recove
     };
     for (index, meta) in segments.iter().enumerate() {
         let is_last = index + 1 == segments.len();
-        let data = fs::read(&meta.path).with_path(&meta.path)?;
+        let next_first = segments.get(index + 1).map(|s| s.first_seq);
+        let trusted = next_first.is_some_and(|next| next <= skip.verified_before_seq);
+        let data = if trusted {
+            read_header(&meta.path)?
+        } else {
+            fs::read(&meta.path).with_path(&meta.path)?
+        };
         let header =
             SegmentHeader::decode(&data).map_err(|e| corrupt(meta, 0, meta.first_seq, e.to_string()))?;
         if header.first_seq != meta.first_seq {
             let reason = format!("header says the segment starts at sequence {}", header.first_seq);
             return Err(corrupt(meta, 0, meta.first_seq, reason));
+        }
+        if skip.gaps && meta.first_seq > report.next_seq {
+            // The records between were in a segment the owner removed.
+            report.next_seq = meta.first_seq;
         }
         if meta.first_seq != report.next_seq {
             let reason = format!(
@@ -79,7 +108,11 @@ pub(crate) fn recover(dir: &Path, payload_max: u32, mode: Mode) -> Result<Recove
             );
             return Err(corrupt(meta, 0, meta.first_seq, reason));
         }
-        let scan = scan_segment(&data, meta.first_seq, payload_max);
+        if let (true, Some(next)) = (trusted, next_first) {
+            report.next_seq = next;
+            continue;
+        }
+        let scan = scan_segment(&data, meta.first_seq, payload_max, &mut *visit);
         report.records += scan.records;
         report.next_seq = scan.next_seq;
         report.tail_offset = scan.end_offset as u64;
@@ -111,8 +144,18 @@ pub(crate) fn recover(dir: &Path, payload_max: u32, mode: Mode) -> Result<Recove
     Ok(report)
 }
 
+/// The header of a segment whose records are taken on trust.
+fn read_header(path: &Path) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    let mut header = Vec::with_capacity(SEGMENT_HEADER_BYTES);
+    fs::File::open(path)
+        .and_then(|f| f.take(SEGMENT_HEADER_BYTES as u64).read_to_end(&mut header))
+        .with_path(path)?;
+    Ok(header)
+}
+
 /// Walks the frames of one segment from its header until the first position that is not the next valid record.
-fn scan_segment(data: &[u8], first_seq: u64, payload_max: u32) -> Scan {
+fn scan_segment(data: &[u8], first_seq: u64, payload_max: u32, visit: Visit<'_>) -> Scan {
     let mut scan = Scan {
         records: 0,
         next_seq: first_seq,
@@ -123,6 +166,15 @@ fn scan_segment(data: &[u8], first_seq: u64, payload_max: u32) -> Scan {
         let rest = &data[scan.end_offset..];
         match decode_frame(rest, payload_max) {
             Decoded::Frame(f) if f.seq == scan.next_seq => {
+                visit(
+                    crate::Location {
+                        seq: f.seq,
+                        segment: first_seq,
+                        offset: scan.end_offset as u64,
+                        payload_len: f.payload.len() as u32,
+                    },
+                    f.payload,
+                );
                 scan.records += 1;
                 scan.next_seq += 1;
                 scan.end_offset += f.frame_len;
@@ -218,8 +270,8 @@ pub fn salvage(dir: &Path, path: &Path, offset: u64) -> Result<Vec<PathBuf>, Err
         fs::rename(&later.path, &to).with_path(&to)?;
         moved.push(to);
     }
-    segment::sync_dir(&aside)?;
+    logtank_durable::fsync_dir(&aside)?;
     truncate_torn_tail(&target.path, offset, size)?;
-    segment::sync_dir(dir)?;
+    logtank_durable::fsync_dir(dir)?;
     Ok(moved)
 }

@@ -176,8 +176,7 @@ fn install(dir: &Path, from: &Path, file: File, first_seq: u64) -> Result<(Segme
     file.write_all_at(&SegmentHeader { first_seq }.encode(), 0)
         .with_path(from)?;
     file.sync_all().with_path(from)?;
-    fs::rename(from, &path).with_path(&path)?;
-    sync_dir(dir)?;
+    logtank_durable::rename_durably(from, &path)?;
     Ok((SegmentMeta { first_seq, path }, file))
 }
 
@@ -206,9 +205,4 @@ pub(crate) fn open_existing(path: &Path) -> Result<File, Error> {
         .write(true)
         .open(path)
         .with_path(path)
-}
-
-/// Makes the directory's entries (new, renamed or removed files) durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir).and_then(|d| d.sync_all()).with_path(dir)
 }

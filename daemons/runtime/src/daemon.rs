@@ -46,6 +46,12 @@ pub const EXIT_CONFIG: u8 = 78;
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_SUCCESS: u8 = 0;
 
+/// In the start-up line `logtank-NAME VERSION starting: config PATH, listen ADDR, admin ADDR`, logged once
+/// the admin listener is bound: tests that bind port 0 find the line by this text (logtank-testkit does)…
+pub const STARTING_LINE: &str = " starting: config ";
+/// …and the bound admin address after this one, the last field of the line.
+pub const STARTING_LINE_ADMIN: &str = ", admin ";
+
 /// How often `STATUS=` is refreshed when there is no watchdog to piggyback on.
 const STATUS_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// How long the admin listener may take to finish open requests after the daemon has shut down.
@@ -54,6 +60,14 @@ const ADMIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 const RUNTIME_DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pending [`DaemonContext::fail`] requests; the first one already stops the daemon.
 const FAIL_QUEUE_MAX: usize = 4;
+
+/// A start-up failure that only the operator can fix (the config, or a data directory that does not belong
+/// to this daemon: a bookie's cookie that does not match). [`Daemon::start`] returning it (anywhere in the
+/// error's chain) exits 78 (EX_CONFIG) instead of 1, so the unit's `RestartPreventExitStatus=78` stops
+/// systemd from restarting it in a loop.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SetupError(pub String);
 
 /// A logtank daemon, as the runtime drives it.
 pub trait Daemon: Sized + Send + 'static {
@@ -361,7 +375,7 @@ impl<D: Daemon> Lifecycle<D> {
             fail_tx,
         };
         log::info!(
-            "logtank-{} {VERSION} starting: config {}{}, listen {}, admin {admin_addr}",
+            "logtank-{} {VERSION}{STARTING_LINE}{}{}, listen {}{STARTING_LINE_ADMIN}{admin_addr}",
             self.name,
             self.source.path.display(),
             if self.source.path.exists() {
@@ -426,7 +440,8 @@ impl<D: Daemon> Lifecycle<D> {
                         Ok(daemon) => Started::Running(daemon),
                         Err(e) => {
                             log::error!("start-up failed: {e:#}");
-                            Started::Exited(EXIT_FAILURE)
+                            let operator_must_fix = e.chain().any(|c| c.is::<SetupError>());
+                            Started::Exited(if operator_must_fix { EXIT_CONFIG } else { EXIT_FAILURE })
                         }
                     };
                 }

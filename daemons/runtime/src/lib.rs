@@ -43,6 +43,10 @@
 //! - [`ioprio`]: per-thread IO class ([`ioprio::set_current_thread`]); the only `unsafe` in the crate.
 //! - [`admin`]: `/ping`, `/metrics`, `/status` with axum, plus routes a daemon adds
 //!   ([`daemon::DaemonContext::add_admin_routes`]); [`admin::serve`] takes a bound listener.
+//! - [`readonly`]: [`readonly::Readonly`], the reasons a daemon refuses writes (config, marker file, admin
+//!   `PUT /readonly`, disk usage of its directories with hysteresis) and the refusal message.
+//! - [`accept`]: [`accept::accept_bounded`], the accept loop of every TCP port (at most `connections_max`
+//!   connections, a pause after a failed accept, an end at shutdown).
 //! - [`shutdown`]: [`shutdown::Shutdown`] (the signal every loop selects on) and
 //!   [`shutdown::WorkTracker`] (waits for in-flight work).
 //! - [`daemon`]: the [`daemon::Daemon`] trait, [`daemon::DaemonContext`], [`daemon::run`] (and
@@ -55,6 +59,7 @@
 //! Errors are one `thiserror` enum per concern ([`config::ConfigError`], [`logging::LogError`]); `anyhow`
 //! appears only in the [`daemon::Daemon`] trait, the boundary with daemon code.
 
+pub mod accept;
 pub mod admin;
 pub mod args;
 pub mod config;
@@ -62,9 +67,11 @@ pub mod daemon;
 pub mod ioprio;
 pub mod logging;
 pub mod notify;
+pub mod readonly;
 pub mod shutdown;
 pub mod signals;
 
+pub use accept::{accept_bounded, ConnectionPermit};
 pub use admin::{Metrics, StatusSource};
 pub use args::CommonArgs;
 pub use config::{AdminConfig, DaemonConfig, IoConfig, LogConfig, ServerConfig};

@@ -49,6 +49,16 @@ pub enum StorageError {
     Invalid(String),
 }
 
+/// A failed durable-file step is an IO error on the path it concerned.
+impl From<logtank_durable::DurableError> for StorageError {
+    fn from(e: logtank_durable::DurableError) -> StorageError {
+        StorageError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 /// Attaches the path an IO error concerns.
 pub(crate) trait IoContext<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T, StorageError>;

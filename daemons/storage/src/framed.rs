@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use logtank_journal::frame::{self, Decoded, SegmentHeader, SEGMENT_HEADER_BYTES};
 
 use crate::error::{IoContext, StorageError};
-use crate::fsutil;
 
 /// The largest frame payload read back: a raw batch (the writer's `batch_bytes_max` must stay below it) or
 /// one record. A length field above it is corruption or a bad token, never an allocation.
@@ -208,7 +207,7 @@ pub(crate) struct SegmentWriter {
 impl SegmentWriter {
     /// Starts `dir/.tmp-<label>`; a leftover of a crash under that name is overwritten.
     pub fn create(dir: &Path, label: &str) -> Result<SegmentWriter, StorageError> {
-        fsutil::create_dirs(dir)?;
+        logtank_durable::create_dir_all_durably(dir)?;
         let tmp = dir.join(format!(".tmp-{label}"));
         let file = File::create(&tmp).at(&tmp)?;
         let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
@@ -250,7 +249,7 @@ impl SegmentWriter {
         })?;
         file.sync_all().at(&tmp)?;
         drop(file);
-        fsutil::rename_durable(&tmp, path)?;
+        logtank_durable::rename_durably(&tmp, path)?;
         Ok(bytes)
     }
 

@@ -108,7 +108,7 @@ impl Storage {
     /// Opens the storage under `layout`, creating its directories.
     pub fn open(layout: Layout, options: StorageOptions) -> Result<Storage, StorageError> {
         for dir in [layout.raw_live(), layout.raw_history(), layout.indexes()] {
-            fsutil::create_dirs(&dir)?;
+            logtank_durable::create_dir_all_durably(&dir)?;
         }
         Ok(Storage {
             layout,

@@ -63,7 +63,7 @@ impl Storage {
             if previous.exists() {
                 fs::remove_dir_all(&previous).at(&previous)?;
             }
-            fsutil::create_dirs(&previous)?;
+            logtank_durable::create_dir_all_durably(&previous)?;
             for moved in [
                 layout.indexes(),
                 layout.dealer_info(),
@@ -73,10 +73,10 @@ impl Storage {
             ] {
                 if moved.exists() {
                     let name = moved.file_name().map(|n| previous.join(n)).unwrap_or_default();
-                    fsutil::rename_durable(&moved, &name)?;
+                    logtank_durable::rename_durably(&moved, &name)?;
                 }
             }
-            fsutil::rename_durable(&incoming, &layout.indexes())?;
+            logtank_durable::rename_durably(&incoming, &layout.indexes())?;
         }
 
         // Cut the own raw log where the snapshot's coverage ends (minus the overlap).
@@ -94,7 +94,7 @@ impl Storage {
         let keep_from = keep_from.unwrap_or(0);
         let mut pruned = 0;
         for segment in &live[..keep_from] {
-            fsutil::rename_durable(&segment.path, &raw::history_path(layout, segment.first_seq))?;
+            logtank_durable::rename_durably(&segment.path, &raw::history_path(layout, segment.first_seq))?;
             pruned += 1;
         }
         let next_seq = live.get(keep_from).map_or(1, |s| s.first_seq);
@@ -104,20 +104,20 @@ impl Storage {
         // that, or two segments of different content would start at one sequence (a reader looped on that).
         let snapshot_end = (master_next + master_offset).max(self.newest_segment_end()?);
         let seq_offset = snapshot_end.saturating_sub(next_seq);
-        fsutil::write_atomic(&layout.dealer_info(), format!("{next_seq}\n").as_bytes())?;
-        fsutil::write_atomic(
+        logtank_durable::write_atomically(&layout.dealer_info(), format!("{next_seq}\n").as_bytes())?;
+        logtank_durable::write_atomically(
             &layout.dealer_seq_offset_info(),
             format!("{seq_offset}\n").as_bytes(),
         )?;
-        fsutil::write_atomic(
+        logtank_durable::write_atomically(
             &layout.dealer_dealt_until_info(),
             format!("{master_until_ms}\n").as_bytes(),
         )?;
         if safe {
-            fsutil::write_atomic(&layout.safe_to_read_marker(), b"")?;
+            logtank_durable::write_atomically(&layout.safe_to_read_marker(), b"")?;
         }
         fs::remove_dir_all(&migrated).at(&migrated)?;
-        fsutil::sync_dir(&layout.storage())?;
+        logtank_durable::fsync_dir(&layout.storage())?;
         log::info!(
             "sync: adopted the master's snapshot (dealt to its sequence {master_next}, until {master_until_ms} ms; \
              segments to {snapshot_end}); own raw log kept from sequence {next_seq} (dealt as {}), \

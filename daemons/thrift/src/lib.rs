@@ -13,6 +13,7 @@
 pub mod binary;
 pub mod client;
 pub mod codec;
+pub mod fanout;
 pub mod rules;
 pub mod service;
 pub mod types;
@@ -20,6 +21,7 @@ pub mod types;
 pub use binary::Limits;
 pub use client::{Client, ClientConfig, ClientError};
 pub use codec::*;
+pub use fanout::{FanOut, OptionalFailure, RequiredFailure};
 pub use rules::*;
 pub use service::*;
 pub use types::*;

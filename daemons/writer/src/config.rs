@@ -45,6 +45,8 @@ pub struct WriterConfig {
     /// Where the writer registers `/logtank/services/storage/<advertise>`; empty `servers` (the default) =
     /// no coordination, nothing registered. The writer never needs coordination to accept writes.
     pub coord: OptionalCoordConfig,
+    /// `[replication]`: the raw log also replicated to bookies, record by record (`docs/replication.md`).
+    pub replication: ReplicationSection,
 }
 
 impl Default for WriterConfig {
@@ -61,6 +63,7 @@ impl Default for WriterConfig {
             writer: WriterSection::default(),
             readonly: ReadonlySection::default(),
             coord: OptionalCoordConfig::default(),
+            replication: ReplicationSection::default(),
         }
     }
 }
@@ -169,6 +172,76 @@ impl Default for ReadonlySection {
     }
 }
 
+/// `[replication] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    /// The raw log is on this host's disk only (until a slave's sync copies what the master dealt).
+    #[default]
+    None,
+    /// Every batch is also an entry of a ledger on the bookies, acknowledged once `ack_quorum` have it.
+    Bookies,
+}
+
+/// `[replication] on_quorum_loss`: what a batch gets while fewer than `ack_quorum` bookies take entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum QuorumLoss {
+    /// `send_batch` fails with a clear error; nothing new is acknowledged until the bookies are back.
+    #[default]
+    Refuse,
+    /// Batches are acknowledged on the local journal alone (counted, warned about) and replicated once the
+    /// bookies are back.
+    Local,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationSection {
+    pub mode: ReplicationMode,
+    /// Ensemble, write quorum and ack quorum of the log's ledgers (E ≥ Qw ≥ Qa ≥ 1).
+    pub ensemble_size: usize,
+    pub write_quorum: usize,
+    pub ack_quorum: usize,
+    /// The ledgers' password (recovering or restoring the log needs it).
+    pub password: String,
+    /// The bookies' ledgers root in coordination (`[coord] servers`).
+    pub ledgers_root: String,
+    /// The log's name, `/logtank/logs/<writer_id>`; default: the address the writer registers
+    /// (`writer.advertise`, else its listen address with the host name). A replacement host of a lost
+    /// writer takes over its log with the same id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writer_id: Option<String>,
+    pub on_quorum_loss: QuorumLoss,
+    /// The largest batch replicated (an entry must fit the bookies' `frame_bytes_max`, 5 MiB by default);
+    /// a larger batch is refused in bookies mode.
+    pub entry_bytes_max: u32,
+    /// How long an entry may wait for a bookie before that bookie counts as failed.
+    pub add_timeout_ms: u64,
+    /// How often retention looks for ledgers whose records are all gone from this host's raw log.
+    pub retention_check_interval_ms: u64,
+}
+
+impl Default for ReplicationSection {
+    fn default() -> Self {
+        ReplicationSection {
+            mode: ReplicationMode::None,
+            ensemble_size: 3,
+            write_quorum: 3,
+            ack_quorum: 2,
+            password: String::new(),
+            ledgers_root: "/ledgers".into(),
+            writer_id: None,
+            on_quorum_loss: QuorumLoss::Refuse,
+            // The bookies' default frame (5 MiB) less an add's headers (packet header, master key, entry
+            // header and digest) and some room.
+            entry_bytes_max: (5 << 20) - 4096,
+            add_timeout_ms: 10_000,
+            retention_check_interval_ms: 60_000,
+        }
+    }
+}
+
 fn io_backend<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
     s.parse::<IoBackend>().map_err(serde::de::Error::custom)?;
@@ -273,6 +346,40 @@ impl WriterConfig {
         }
         if let Err(e) = self.coord.validate() {
             return invalid("coord", e);
+        }
+        let r = &self.replication;
+        if r.mode == ReplicationMode::Bookies {
+            if !self.coord.is_enabled() {
+                return invalid(
+                    "replication.mode",
+                    "\"bookies\" needs coordination: set [coord] servers (where the bookies are registered)"
+                        .into(),
+                );
+            }
+            let (e, w, a) = (r.ensemble_size, r.write_quorum, r.ack_quorum);
+            if !(1..=logtank_ledger::metadata::ENSEMBLE_SIZE_MAX).contains(&e) || w > e || a > w || a == 0 {
+                return invalid(
+                    "replication.ack_quorum",
+                    format!("ensemble_size {e}, write_quorum {w}, ack_quorum {a}: need E ≥ Qw ≥ Qa ≥ 1"),
+                );
+            }
+            if let Err(e) = logtank_ledger::Layout::new(&r.ledgers_root) {
+                return invalid("replication.ledgers_root", e.to_string());
+            }
+            if let Some(id) = &r.writer_id {
+                if let Err(e) = logtank_ledger::layout::check_bookie_id(id) {
+                    return invalid(
+                        "replication.writer_id",
+                        e.to_string().replace("bookie id", "writer id"),
+                    );
+                }
+            }
+            if r.entry_bytes_max == 0 || r.add_timeout_ms == 0 || r.retention_check_interval_ms == 0 {
+                return invalid(
+                    "replication.entry_bytes_max",
+                    "entry_bytes_max, add_timeout_ms and retention_check_interval_ms must be positive".into(),
+                );
+            }
         }
         Ok(())
     }

@@ -142,6 +142,17 @@ async fn send_batch(batch: logtank_thrift::RawBatch, ctx: &WriterPort) -> Result
         return Ok(());
     }
     let journal = &ctx.journal;
+    if let Some(replicator) = &shared.replication {
+        return replicated_batch(
+            replicator,
+            journal,
+            &prepared.payload,
+            prepared.records,
+            settings.ack,
+            ctx,
+        )
+        .await;
+    }
     // The append copies the payload into the journal's staging buffer and waits when the disk is far
     // behind (bounded staging): blocking, so off the async workers' hands.
     let appended = if multi_threaded() {
@@ -158,6 +169,50 @@ async fn send_batch(batch: logtank_thrift::RawBatch, ctx: &WriterPort) -> Result
     acked.map_err(|e| journal_failure(ctx, "waiting for", e))?;
     shared.count_batch(prepared.records, prepared.payload.len());
     Ok(())
+}
+
+/// Bookies mode: the batch goes to the journal and the ledger in one order, and is acknowledged once the
+/// journal's mark (`writer.ack`) and the ack quorum of bookies both have it.
+async fn replicated_batch(
+    replicator: &crate::replication::Replicator,
+    journal: &Journal,
+    payload: &[u8],
+    records: usize,
+    ack: AckMode,
+    ctx: &WriterPort,
+) -> Result<(), Failure> {
+    if payload.len() > replicator.entry_bytes_max() as usize {
+        return Err((
+            Reason::TooLarge,
+            ExceptionKind::Unknown,
+            format!(
+                "a batch of {} bytes is more than replication.entry_bytes_max ({}) allows a bookie entry: send smaller batches",
+                payload.len(),
+                replicator.entry_bytes_max()
+            ),
+        ));
+    }
+    let appended = replicator.append(payload).await.map_err(replication_failure)?;
+    let seq = appended.location.seq;
+    let local = async {
+        match ack {
+            AckMode::Fsync => journal.durable(seq).await,
+            AckMode::Write => journal.written(seq).await,
+        }
+    };
+    let (local, replicated) = tokio::join!(local, replicator.acknowledged(appended));
+    local.map_err(|e| journal_failure(ctx, "waiting for", e))?;
+    replicated.map_err(replication_failure)?;
+    ctx.shared.count_batch(records, payload.len());
+    Ok(())
+}
+
+fn replication_failure(e: crate::replication::ReplicationError) -> Failure {
+    (
+        Reason::Replication,
+        ExceptionKind::Unknown,
+        format!("logtank-writer: {e}"),
+    )
 }
 
 fn multi_threaded() -> bool {

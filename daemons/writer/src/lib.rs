@@ -19,21 +19,15 @@ pub mod config;
 pub mod conn;
 pub mod coordination;
 pub mod metrics;
-pub mod readonly;
+pub mod replication;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use logtank_journal::{Journal, JournalOptions, Marks, RecoveryReport};
-use logtank_runtime::config::Override;
+use logtank_runtime::readonly::{self, Readonly, ReadonlyNames};
 use logtank_runtime::{CommonArgs, Daemon, DaemonContext, Shutdown, StatusSource, WorkTracker};
 use logtank_storage::{DataRootLock, LockRole};
 use serde_json::{Map, Value};
@@ -42,27 +36,26 @@ use tokio::sync::watch;
 pub use config::WriterConfig;
 
 use crate::batch::BatchLimits;
-use crate::config::AckMode;
+use crate::config::{AckMode, ReplicationMode};
 use crate::conn::WriterPort;
 use crate::coordination::CoordState;
 use crate::metrics::WriterMetrics;
-use crate::readonly::Readonly;
+use crate::replication::Replicator;
 
 /// How often opening the journal is tried when a segment vanishes during the scan (the indexes daemon
 /// moves closed segments from raw/live to raw/history at any time).
 pub const JOURNAL_OPEN_ATTEMPTS_MAX: u32 = 5;
 const JOURNAL_OPEN_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
+/// How readonly refusals name the writer.
+pub const READONLY_NAMES: ReadonlyNames = ReadonlyNames {
+    daemon: "logtank-writer",
+    config_key: "readonly.enabled",
+};
+
 /// Adds `--readonly` to the overrides: the same as `--set readonly.enabled=true`, applied last.
-pub fn with_readonly_flag(mut common: CommonArgs, readonly: bool) -> CommonArgs {
-    if readonly {
-        common.set.push(Override {
-            flag: "--readonly".into(),
-            key: "readonly.enabled".into(),
-            value: toml::Value::Boolean(true),
-        });
-    }
-    common
+pub fn with_readonly_flag(common: CommonArgs, readonly: bool) -> CommonArgs {
+    readonly::with_flag(common, readonly, READONLY_NAMES.config_key)
 }
 
 /// The settings a reload may change, read by the connections for each request.
@@ -100,12 +93,14 @@ impl Settings {
 pub(crate) struct Shared {
     port: u16,
     settings: RwLock<Settings>,
-    pub readonly: Readonly,
+    pub readonly: Arc<Readonly>,
     pub metrics: WriterMetrics,
     coord: Arc<Mutex<CoordState>>,
     marks: watch::Receiver<Marks>,
     backend: &'static str,
     raw_live: PathBuf,
+    /// Bookies mode: the replication of the raw log (`None` with `replication.mode = "none"`).
+    pub replication: Option<Arc<Replicator>>,
 }
 
 impl Shared {
@@ -124,8 +119,12 @@ impl Shared {
             s if s.readonly => format!("yes ({})", s.reasons.join("; ")),
             _ => "no".to_string(),
         };
+        let replication = match &self.replication {
+            Some(r) => format!(", replication: {}", r.state()),
+            None => String::new(),
+        };
         format!(
-            "serving {}, ack={}, {} batches, readonly: {readonly}",
+            "serving {}, ack={}, {} batches, readonly: {readonly}{replication}",
             self.port,
             self.settings().ack.name(),
             self.metrics.batches.get()
@@ -162,6 +161,24 @@ impl StatusSource for Shared {
         f.insert("journal_durable".into(), marks.durable.into());
         f.insert("journal_io".into(), self.backend.into());
         f.insert("raw_log".into(), self.raw_live.display().to_string().into());
+        match &self.replication {
+            Some(r) => {
+                f.insert("replication".into(), "bookies".into());
+                f.insert("replication_state".into(), r.state().to_string().into());
+                f.insert(
+                    "replication_log".into(),
+                    logtank_ledger::logs::log_path(r.writer_id()).into(),
+                );
+                f.insert("replication_entries".into(), r.metrics.entries.get().into());
+                f.insert(
+                    "replication_local_only_batches".into(),
+                    r.metrics.local_only_batches.get().into(),
+                );
+            }
+            None => {
+                f.insert("replication".into(), "none".into());
+            }
+        }
         f
     }
 }
@@ -177,6 +194,7 @@ pub struct Writer {
     accept: tokio::task::JoinHandle<()>,
     readonly_task: tokio::task::JoinHandle<()>,
     coord_task: Option<tokio::task::JoinHandle<()>>,
+    replication_tasks: Option<(tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>)>,
     lock: DataRootLock,
 }
 
@@ -188,6 +206,11 @@ impl std::fmt::Debug for Writer {
             .finish_non_exhaustive()
     }
 }
+
+/// The published start of the line `start` logs once the client port is bound, followed by its address:
+/// `serving LogWriter.send_batch on ADDR (ack = …, raw log …, journal IO …)`. Tests that bind port 0 read
+/// the address there (logtank-testkit), so the text is kept stable.
+pub const SERVING_PREFIX: &str = "serving LogWriter.send_batch on ";
 
 impl Daemon for Writer {
     type Config = WriterConfig;
@@ -202,13 +225,14 @@ impl Daemon for Writer {
             .with_context(|| format!("binding {} (server.listen)", config.server.listen))?;
         let listen_addr = listener.local_addr()?;
 
-        let readonly = Readonly::new(
+        let readonly = Arc::new(Readonly::new(
+            READONLY_NAMES,
             config.readonly.enabled,
             config.readonly_marker(),
-            raw_live.clone(),
+            vec![raw_live.clone()],
             config.readonly.disk_usage_high_percent,
             config.readonly.disk_usage_low_percent,
-        );
+        ));
         readonly.check();
 
         let options = journal_options(&config);
@@ -224,6 +248,44 @@ impl Daemon for Writer {
         ctx.metrics().with_registry(|r| journal.metrics().register(r));
         metrics.readonly.set(i64::from(readonly.is_on()));
 
+        let replication = match (config.replication.mode, config.coord.coord_config()) {
+            (ReplicationMode::Bookies, Some(coord_config)) => {
+                ctx.notifier().status("replication: connecting to coordination");
+                let coord = logtank_coord::Coord::connect(&coord_config)
+                    .await
+                    .context("connecting to coordination for replication ([coord] servers)")?;
+                let writer_id = config.replication.writer_id.clone().unwrap_or_else(|| {
+                    logtank_coord::advertised(config.writer.advertise.as_deref(), listen_addr)
+                });
+                ctx.notifier()
+                    .status("replication: getting the log in step with the bookies");
+                let replicator =
+                    match Replicator::start(coord, journal.clone(), config.replication.clone(), writer_id)
+                        .await
+                    {
+                        Ok(r) => r,
+                        // Only the operator can decide which log is right: no restart loop (exit 78).
+                        Err(e @ crate::replication::ReplicationError::Diverged { .. }) => {
+                            return Err(logtank_runtime::daemon::SetupError(e.to_string()))
+                                .context("starting replication to the bookies")
+                        }
+                        Err(e) => return Err(e).context("starting replication to the bookies"),
+                    };
+                replicator.metrics.register(ctx.metrics());
+                log::info!(
+                    "replicating the raw log to bookies as {} (E={} Qw={} Qa={}, on quorum loss: {:?}): {}",
+                    logtank_ledger::logs::log_path(replicator.writer_id()),
+                    config.replication.ensemble_size,
+                    config.replication.write_quorum,
+                    config.replication.ack_quorum,
+                    config.replication.on_quorum_loss,
+                    replicator.state()
+                );
+                Some(Arc::new(replicator))
+            }
+            _ => None,
+        };
+
         let shared = Arc::new(Shared {
             port: listen_addr.port(),
             settings: RwLock::new(Settings::from_config(&config)),
@@ -233,9 +295,10 @@ impl Daemon for Writer {
             marks: journal.subscribe(),
             backend: journal.backend(),
             raw_live: raw_live.clone(),
+            replication: replication.clone(),
         });
         ctx.set_status_source(shared.clone());
-        ctx.add_admin_routes(admin_routes(shared.clone()));
+        ctx.add_admin_routes(readonly::admin_routes(shared.readonly.clone()));
         install_readonly_hook(&shared, &ctx);
 
         let tracker = WorkTracker::new();
@@ -255,7 +318,24 @@ impl Daemon for Writer {
             tracker.clone(),
             ctx.shutdown().clone(),
         ));
-        let readonly_task = tokio::spawn(watch_readonly(shared.clone(), ctx.shutdown().clone()));
+        let polled = shared.clone();
+        let readonly_task = tokio::spawn(readonly::poll(
+            shared.readonly.clone(),
+            move || polled.settings().readonly_check_interval,
+            ctx.shutdown().clone(),
+        ));
+        let replication_tasks = replication.map(|r| {
+            let layout = config.layout();
+            (
+                tokio::spawn(r.clone().resync_forever(ctx.shutdown().clone())),
+                tokio::spawn(replication_retention(
+                    r,
+                    layout,
+                    Duration::from_millis(config.replication.retention_check_interval_ms),
+                    ctx.shutdown().clone(),
+                )),
+            )
+        });
         let coord_task = config.coord.coord_config().map(|coord| {
             let advertised = logtank_coord::advertised(config.writer.advertise.as_deref(), listen_addr);
             tokio::spawn(coordination::run(
@@ -266,7 +346,7 @@ impl Daemon for Writer {
             ))
         });
         log::info!(
-            "serving LogWriter.send_batch on {listen_addr} (ack = {}, raw log {}, journal IO {})",
+            "{SERVING_PREFIX}{listen_addr} (ack = {}, raw log {}, journal IO {})",
             config.writer.ack.name(),
             raw_live.display(),
             journal.backend()
@@ -280,6 +360,7 @@ impl Daemon for Writer {
             accept,
             readonly_task,
             coord_task,
+            replication_tasks,
             lock,
         })
     }
@@ -320,6 +401,7 @@ impl Daemon for Writer {
                 old.writer.advertise != config.writer.advertise,
             ),
             ("coord", old.coord != config.coord),
+            ("replication", old.replication != config.replication),
         ];
         for (key, changed) in restart_only {
             if changed {
@@ -349,6 +431,13 @@ impl Daemon for Writer {
         if let Some(task) = self.coord_task {
             task.await?;
         }
+        if let Some((resync, retention)) = self.replication_tasks {
+            resync.await?;
+            retention.await?;
+        }
+        if let Some(r) = &self.shared.replication {
+            r.close().await;
+        }
         let batches = self.shared.metrics.batches.get();
         match Arc::try_unwrap(self.journal) {
             Ok(journal) => tokio::task::spawn_blocking(move || journal.close())
@@ -366,6 +455,45 @@ impl Daemon for Writer {
     }
 }
 
+/// Deletes the log's ledgers whose records are all older than the oldest raw segment on this host (live or
+/// history): the indexes daemon's cleaner removes segments only once dealt and past raw-history retention.
+async fn replication_retention(
+    r: Arc<Replicator>,
+    layout: logtank_storage::Layout,
+    interval: Duration,
+    shutdown: Shutdown,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait() => return,
+        }
+        let dirs = [layout.raw_live(), layout.raw_history()];
+        let oldest = tokio::task::spawn_blocking(move || oldest_raw_seq(&dirs))
+            .await
+            .ok()
+            .flatten();
+        if let Some(oldest) = oldest {
+            if let Err(e) = r.delete_ledgers_before(oldest).await {
+                log::warn!("replication retention: {e}");
+            }
+        }
+    }
+}
+
+/// The first record of the oldest journal segment in `dirs` (segments are named after it).
+fn oldest_raw_seq(dirs: &[PathBuf]) -> Option<u64> {
+    dirs.iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name();
+            let name = name.to_str()?;
+            name.strip_suffix(".journal")?.parse::<u64>().ok()
+        })
+        .min()
+}
+
 fn journal_options(config: &WriterConfig) -> JournalOptions {
     let io = config.io;
     JournalOptions {
@@ -380,6 +508,7 @@ fn journal_options(config: &WriterConfig) -> JournalOptions {
         thread_init: Some(Arc::new(move || {
             logtank_runtime::ioprio::apply_config(&io, "writer journal thread");
         })),
+        ..JournalOptions::default()
     }
 }
 
@@ -429,47 +558,4 @@ fn install_readonly_hook(shared: &Arc<Shared>, ctx: &DaemonContext) {
             notifier.status(&shared.status_line());
         }
     });
-}
-
-/// Polls the marker file and the disk every `readonly.check_interval_ms`, on a blocking thread.
-async fn watch_readonly(shared: Arc<Shared>, shutdown: Shutdown) {
-    loop {
-        let interval = shared.settings().readonly_check_interval;
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.wait() => return,
-        }
-        let s = shared.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || s.readonly.check()).await {
-            log::warn!("readonly check failed: {e}");
-        }
-    }
-}
-
-/// `GET /readonly` (state and reasons) and `PUT /readonly` (body `true`/`false` or `on`/`off`).
-fn admin_routes(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/readonly", get(get_readonly).put(put_readonly))
-        .with_state(shared)
-}
-
-async fn get_readonly(State(shared): State<Arc<Shared>>) -> Json<readonly::ReadonlyStatus> {
-    Json(shared.readonly.status())
-}
-
-async fn put_readonly(State(shared): State<Arc<Shared>>, body: String) -> Response {
-    match readonly::parse_switch(&body) {
-        Ok(on) => {
-            log::info!("PUT /readonly {on}");
-            shared.readonly.set_admin(on);
-            Json(shared.readonly.status()).into_response()
-        }
-        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
-    }
-}
-
-/// The address the writer serves on, for tests that bind port 0: parsed from its start-up log line.
-pub fn parse_serving_line(line: &str) -> Option<SocketAddr> {
-    let rest = line.split("serving LogWriter.send_batch on ").nth(1)?;
-    rest.split_whitespace().next()?.parse().ok()
 }

@@ -22,6 +22,8 @@ pub enum Reason {
     UnknownMethod,
     /// Bytes that are not a Thrift call we can read (the connection is closed).
     Protocol,
+    /// Bookies mode: the batch could not be replicated (quorum lost, fenced).
+    Replication,
 }
 
 impl Reason {
@@ -33,6 +35,7 @@ impl Reason {
             Reason::Journal => "journal",
             Reason::UnknownMethod => "unknown_method",
             Reason::Protocol => "protocol",
+            Reason::Replication => "replication",
         }
     }
 }

@@ -5,55 +5,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
-
-/// Unmounts (lazily, so an open file cannot block it) when dropped.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Result<Tmpfs, String> {
-        std::fs::create_dir_all(path).map_err(|e| e.to_string())?;
-        nix::mount::mount(
-            Some("tmpfs"),
-            path,
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            Some(format!("size={size}").as_str()),
-        )
-        .map_err(|e| format!("mount -t tmpfs -o size={size} {}: {e}", path.display()))?;
-        Ok(Tmpfs {
-            path: path.to_path_buf(),
-        })
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
-    }
-}
+use logtank_testkit::tmpfs::{fill_to, Tmpfs};
 
 /// Used percentage as the writer computes it (df's rule).
 fn used_percent(path: &Path) -> f64 {
-    logtank_writer::readonly::disk_usage(path).unwrap().used_percent
-}
-
-/// Grows or shrinks `fill` so the filesystem is about `percent` used.
-fn fill_to(mount: &Path, fill: &Path, percent: f64) {
-    let stat = nix::sys::statvfs::statvfs(mount).unwrap();
-    let unit = stat.fragment_size();
-    let used = (stat.blocks() - stat.blocks_free()) * unit;
-    let usable = used + stat.blocks_available() * unit;
-    let current = std::fs::metadata(fill).map_or(0, |m| m.len());
-    let others = used.saturating_sub(current);
-    let wanted = (usable as f64 * percent / 100.0) as u64;
-    let size = wanted.saturating_sub(others);
-    // Written, not truncated: a sparse file would use no pages.
-    std::fs::write(fill, vec![0x55u8; size as usize]).unwrap();
+    logtank_runtime::readonly::disk_usage(path).unwrap().used_percent
 }
 
 fn reasons(w: &Writer) -> String {

@@ -4,17 +4,18 @@
 //!
 //! The daemon binaries are found beside this crate's `logtank` (target/debug), where `cargo test --workspace`
 //! builds them (`CARGO_BIN_EXE_*` only names a crate's own binaries); `LOGTANK_BIN_DIR` points elsewhere.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
-/// The longest any condition is polled for.
-pub const WAIT_MAX: Duration = Duration::from_secs(60);
+use logtank_indexes::{MANAGER_SERVING_PREFIX, READER_SERVING_PREFIX};
+use logtank_testkit::Spec;
+
+/// A daemon process (logtank-testkit's), killed on drop.
+pub use logtank_testkit::DaemonProcess as Daemon;
+pub use logtank_testkit::WAIT_MAX;
 
 /// Where the daemon binaries are.
 pub fn bin_dir() -> PathBuf {
@@ -39,75 +40,16 @@ pub fn daemon_binary(name: &str) -> PathBuf {
     path
 }
 
-/// One daemon process, killed on drop.
-pub struct Daemon {
-    child: Child,
-    pub log: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Daemon {
-    /// Starts `binary` with `args`, its stderr copied to `log`; returns once every `markers` line (e.g.
-    /// "serving LogReader on ") has appeared, with the address that follows each.
-    pub fn start(binary: &str, args: &[String], log: PathBuf, markers: &[&str]) -> (Daemon, Vec<SocketAddr>) {
-        let mut child = Command::new(daemon_binary(binary))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let markers_owned: Vec<String> = markers.iter().map(|m| m.to_string()).collect();
-        let log_path = log.clone();
-        std::thread::spawn(move || {
-            let mut file = std::fs::File::create(log_path).unwrap();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = writeln!(file, "{line}");
-                for (i, marker) in markers_owned.iter().enumerate() {
-                    if let Some(rest) = line.split(marker.as_str()).nth(1) {
-                        if let Some(addr) = rest
-                            .split_whitespace()
-                            .next()
-                            .and_then(|a| a.trim_end_matches(',').parse::<SocketAddr>().ok())
-                        {
-                            let _ = tx.send((i, addr));
-                        }
-                    }
-                }
-            }
-        });
-        let mut addrs = vec![None; markers.len()];
-        let deadline = Instant::now() + WAIT_MAX;
-        while addrs.iter().any(Option::is_none) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left.min(Duration::from_millis(200))) {
-                Ok((i, addr)) => addrs[i] = Some(addr),
-                Err(_) => {
-                    if let Some(status) = child.try_wait().unwrap() {
-                        let text = std::fs::read_to_string(&log).unwrap_or_default();
-                        panic!("{binary} exited at start ({status}):\n{text}");
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "{binary} did not start:\n{}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    );
-                }
-            }
-        }
-        (
-            Daemon { child, log },
-            addrs.into_iter().map(Option::unwrap).collect(),
-        )
-    }
+/// Starts the daemon `binary` (found by [`daemon_binary`]) with `args`, its stderr copied to `log`; returns
+/// once it is ready, with the address of its `serving_prefix` line as `addr()`.
+pub fn start_daemon(binary: &str, args: Vec<String>, log: PathBuf, serving_prefix: &'static str) -> Daemon {
+    Daemon::start(Spec {
+        binary: daemon_binary(binary),
+        args,
+        serving_prefix,
+        log_path: log,
+        ..Spec::default()
+    })
 }
 
 /// A writer and an indexes reader sharing one data root, as on a master.
@@ -152,11 +94,11 @@ impl Suite {
             }
             args
         };
-        let (writer, writer_addrs) = Daemon::start(
+        let writer = start_daemon(
             "logtank-writer",
-            &common("writer"),
+            common("writer"),
             dir.path().join("writer.log"),
-            &["serving LogWriter.send_batch on ", ", admin "],
+            logtank_writer::SERVING_PREFIX,
         );
         let mut indexes_args = common("indexes");
         indexes_args.extend(
@@ -170,19 +112,21 @@ impl Suite {
             ]
             .map(String::from),
         );
-        let (indexes, indexes_addrs) = Daemon::start(
-            "logtank-indexes",
-            &indexes_args,
-            dir.path().join("indexes.log"),
-            &["serving LogReader on ", "serving LogManager on ", ", admin "],
-        );
+        let indexes = Daemon::start(Spec {
+            binary: daemon_binary("logtank-indexes"),
+            args: indexes_args,
+            serving_prefix: READER_SERVING_PREFIX,
+            also_serving: vec![MANAGER_SERVING_PREFIX],
+            log_path: dir.path().join("indexes.log"),
+            ..Spec::default()
+        });
         Suite {
             root,
-            writer: writer_addrs[0],
-            writer_admin: writer_addrs[1],
-            reader: indexes_addrs[0],
-            manager: indexes_addrs[1],
-            indexes_admin: indexes_addrs[2],
+            writer: writer.addr(),
+            writer_admin: writer.admin(),
+            reader: indexes.addr(),
+            manager: indexes.addr_of(MANAGER_SERVING_PREFIX),
+            indexes_admin: indexes.admin(),
             daemons: vec![writer, indexes],
             _dir: dir,
         }
@@ -216,7 +160,7 @@ impl Suite {
     pub fn logs(&self) -> String {
         self.daemons
             .iter()
-            .map(|d| std::fs::read_to_string(&d.log).unwrap_or_default())
+            .map(Daemon::log_file_text)
             .collect::<Vec<_>>()
             .join("\n")
     }

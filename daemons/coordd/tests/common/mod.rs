@@ -1,25 +1,44 @@
 //! Shared by coordd's integration tests: start the real `logtank-coordd` binary on an ephemeral port in a
-//! temp dir, and a small blocking ZooKeeper client built on the project's own codec (so tests can send
-//! exactly the bytes they mean, pipeline, and misbehave on purpose).
+//! temp dir (process, log and sd_notify handling are logtank-testkit's), and a small blocking ZooKeeper
+//! client built on the project's own codec (so tests can send exactly the bytes they mean, pipeline, and
+//! misbehave on purpose).
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
+use logtank_testkit::{DaemonProcess, Spec};
 use logtank_zk::frame::{next_frame, Frame};
 use logtank_zk::jute::{Reader, Writer};
 use logtank_zk::{Acl, ConnectRequest, CreateKind, CreateRequest, Request, Stat};
 
-/// A coordd process. Killed (SIGKILL) on drop unless stopped.
+/// How long [`wait_for`] waits for an effect of a server timer.
+pub const TIMER_EFFECT_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// A coordd process. Killed (SIGKILL) on drop unless stopped. The process's own methods (`stop`, `kill9`,
+/// `pid`, `is_running`, …) come from [`DaemonProcess`] through `Deref`; the client port's address is a
+/// field, read again at every restart.
 pub struct Server {
-    child: Option<Child>,
+    process: DaemonProcess,
     pub addr: SocketAddr,
     pub root: PathBuf,
-    config: PathBuf,
+}
+
+impl Deref for Server {
+    type Target = DaemonProcess;
+
+    fn deref(&self) -> &DaemonProcess {
+        &self.process
+    }
+}
+
+impl DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut DaemonProcess {
+        &mut self.process
+    }
 }
 
 impl Server {
@@ -34,93 +53,34 @@ impl Server {
             ),
         )
         .unwrap();
-        Server::start_with(root, &config)
-    }
-
-    fn start_with(root: &Path, config: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_logtank-coordd"))
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let log_path = root.join("coordd.log");
-        std::thread::spawn(move || {
-            let mut log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log_path)
-                .unwrap();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = writeln!(log, "{line}");
-                if let Some(addr) = line.split("serving ZooKeeper clients on ").nth(1) {
-                    let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
-                }
-            }
+        let process = DaemonProcess::start(Spec {
+            binary: env!("CARGO_BIN_EXE_logtank-coordd").into(),
+            args: vec!["--config".into(), config.display().to_string()],
+            serving_prefix: logtank_coordd::SERVING_PREFIX,
+            log_path: root.join("coordd.log"),
+            ..Spec::default()
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let log = std::fs::read_to_string(root.join("coordd.log")).unwrap_or_default();
-                panic!("coordd did not start:\n{log}");
-            }
-        };
+        Server::of(process, root)
+    }
+
+    fn of(process: DaemonProcess, root: &Path) -> Server {
         Server {
-            child: Some(child),
-            addr,
+            addr: process.addr(),
+            process,
             root: root.to_path_buf(),
-            config: config.to_path_buf(),
         }
     }
 
-    /// Starts again on the same data and config (a new port).
+    /// Starts again on the same data and config (a new port); after a `kill9`, or SIGTERM first (exit 0
+    /// asserted).
     pub fn restart(mut self) -> Server {
-        self.stop();
-        Server::start_with(&self.root.clone(), &self.config.clone())
+        self.process.restart();
+        Server::of(self.process, &self.root)
     }
 
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM and wait; panics unless the exit status is 0.
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::SIGTERM,
-            )
-            .unwrap();
-            let status = c.wait().unwrap();
-            assert!(status.success(), "coordd exited with {status}");
-        }
-    }
-
+    /// Everything logged since the log file was created, every run included.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.root.join("coordd.log")).unwrap_or_default()
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().map_or(0, |c| c.id() as i32)
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().unwrap().is_none())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
+        self.log_file_text()
     }
 }
 
@@ -294,17 +254,11 @@ pub fn create_req(path: &str, data: &[u8], flags: i32) -> Request {
     })
 }
 
-/// Polls `condition` every 20 ms until it holds; panics naming `what` after 30 s. For effects that follow a
-/// timer in the server (expiry, container removal, status refresh), so tests wait for the effect, not a time.
-pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !condition() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Polls `condition` until it holds; panics naming `what` after [`TIMER_EFFECT_WAIT_MAX`]. For effects that
+/// follow a timer in the server (expiry, container removal, status refresh), so tests wait for the effect,
+/// not a time.
+pub fn wait_for(what: &str, condition: impl FnMut() -> bool) {
+    logtank_testkit::wait_for(what, TIMER_EFFECT_WAIT_MAX, condition);
 }
 
 /// Sends raw bytes on a fresh connection and returns everything the server sends back before closing.

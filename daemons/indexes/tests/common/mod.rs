@@ -1,32 +1,44 @@
-//! Shared by logtank-indexes' integration tests: start the real binary on ephemeral ports in a temp dir,
-//! write raw input the way the writer does (a journal in `storage/raw/live`, one frame per batch holding the
-//! batch's records Thrift-encoded back to back), and read an index back through `read_page`.
+//! Shared by logtank-indexes' integration tests: start the real binary on ephemeral ports in a temp dir
+//! (process, log and sd_notify handling are logtank-testkit's), write raw input the way the writer does (a
+//! journal in `storage/raw/live`, one frame per batch holding the batch's records Thrift-encoded back to
+//! back), and read an index back through `read_page`.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
+use logtank_indexes::{MANAGER_SERVING_PREFIX, READER_SERVING_PREFIX};
 use logtank_journal::{Journal, JournalOptions};
 use logtank_storage::Layout;
+use logtank_testkit::{DaemonProcess, Spec};
 use logtank_thrift::{codec, Client, ClientConfig, ClientError, LogPageToken, LogRecord};
 
-/// The longest any condition is polled for.
-pub const WAIT_MAX: Duration = Duration::from_secs(60);
+pub use logtank_testkit::WAIT_MAX;
 
-/// A logtank-indexes process. Killed (SIGKILL) on drop unless stopped.
+/// A logtank-indexes process. Killed (SIGKILL) on drop unless stopped. The process's own methods (`stop`,
+/// `kill9`, `pid`, `is_running`, `wait_log`, `admin`, `status`, …) come from [`DaemonProcess`] through
+/// `Deref`; the two ports' addresses are fields, read again at every restart.
 pub struct Daemon {
-    child: Option<Child>,
+    process: DaemonProcess,
     pub reader: SocketAddr,
     pub manager: SocketAddr,
     pub root: PathBuf,
-    config: PathBuf,
-    log_path: PathBuf,
-    args: Vec<String>,
+}
+
+impl Deref for Daemon {
+    type Target = DaemonProcess;
+
+    fn deref(&self) -> &DaemonProcess {
+        &self.process
+    }
+}
+
+impl DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut DaemonProcess {
+        &mut self.process
+    }
 }
 
 /// The config every test starts from: ephemeral ports, fast marker polling and idle pipeline.
@@ -61,121 +73,45 @@ impl Daemon {
             "[pipeline]\nidle_ms = 50\n".to_string()
         };
         std::fs::write(&config, format!("{}{pipeline}{extra}", base_config(root))).unwrap();
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        Daemon::start_with(root, &config, &root.join(format!("{name}.log")), &args)
+        let mut all = vec!["--config".to_string(), config.display().to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let process = DaemonProcess::start(Spec {
+            binary: env!("CARGO_BIN_EXE_logtank-indexes").into(),
+            args: all,
+            serving_prefix: READER_SERVING_PREFIX,
+            also_serving: vec![MANAGER_SERVING_PREFIX],
+            log_path: root.join(format!("{name}.log")),
+            env: vec![("RUST_BACKTRACE".into(), "1".into())],
+            ..Spec::default()
+        });
+        Daemon::of(process, root)
     }
 
-    fn start_with(root: &Path, config: &Path, log_path: &Path, args: &[String]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_logtank-indexes"))
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let log = log_path.to_path_buf();
-        std::thread::spawn(move || {
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .unwrap();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = writeln!(file, "{line}");
-                for (which, marker) in [(0, "serving LogReader on "), (1, "serving LogManager on ")] {
-                    if let Some(addr) = line.split(marker).nth(1) {
-                        let _ = tx.send((which, addr.trim().parse::<SocketAddr>().unwrap()));
-                    }
-                }
-            }
-        });
-        let mut addrs = [None, None];
-        let deadline = Instant::now() + WAIT_MAX;
-        while addrs.iter().any(Option::is_none) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok((which, addr)) => addrs[which] = Some(addr),
-                Err(_) => {
-                    let log = std::fs::read_to_string(log_path).unwrap_or_default();
-                    panic!("logtank-indexes did not start:\n{log}");
-                }
-            }
-        }
+    fn of(process: DaemonProcess, root: &Path) -> Daemon {
         Daemon {
-            child: Some(child),
-            reader: addrs[0].unwrap(),
-            manager: addrs[1].unwrap(),
+            reader: process.addr(),
+            manager: process.addr_of(MANAGER_SERVING_PREFIX),
+            process,
             root: root.to_path_buf(),
-            config: config.to_path_buf(),
-            log_path: log_path.to_path_buf(),
-            args: args.to_vec(),
         }
     }
 
     /// Starts again on the same data and config (new ports).
     pub fn restart(mut self) -> Daemon {
-        self.stop();
-        Daemon::start_with(
-            &self.root.clone(),
-            &self.config.clone(),
-            &self.log_path.clone(),
-            &self.args.clone(),
-        )
+        self.process.restart();
+        Daemon::of(self.process, &self.root)
     }
 
     /// Starts again after a kill (the process must be gone).
     pub fn start_again(&mut self) {
-        assert!(self.child.is_none());
-        let again = Daemon::start_with(&self.root, &self.config, &self.log_path, &self.args);
-        *self = again;
+        self.process.start_again();
+        self.reader = self.process.addr();
+        self.manager = self.process.addr_of(MANAGER_SERVING_PREFIX);
     }
 
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM and wait; panics unless the exit status is 0.
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::SIGTERM,
-            )
-            .unwrap();
-            let status = c.wait().unwrap();
-            assert!(
-                status.success(),
-                "logtank-indexes exited with {status}:\n{}",
-                self.log()
-            );
-        }
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().map_or(0, |c| c.id() as i32)
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().unwrap().is_none())
-    }
-
+    /// Everything logged since the log file was created, every run included.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    /// Waits until the log contains `text`.
-    pub fn wait_log(&self, text: &str) {
-        eventually(&format!("log line {text:?}"), || self.log().contains(text));
+        self.log_file_text()
     }
 
     pub fn reader_client(&self) -> Client {
@@ -191,28 +127,14 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// Polls `check` every 20 ms until it holds, for at most [`WAIT_MAX`].
+/// Polls `check` until it holds, for at most [`WAIT_MAX`].
 pub fn eventually(what: &str, check: impl FnMut() -> bool) {
-    eventually_or(what, check, String::new);
+    logtank_testkit::wait_for(what, WAIT_MAX, check);
 }
 
 /// [`eventually`], adding `context()` (a log tail, a status) to the failure message.
-pub fn eventually_or(what: &str, mut check: impl FnMut() -> bool, context: impl Fn() -> String) {
-    let started = Instant::now();
-    while !check() {
-        assert!(
-            started.elapsed() < WAIT_MAX,
-            "timed out waiting for {what}\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+pub fn eventually_or(what: &str, check: impl FnMut() -> bool, context: impl Fn() -> String) {
+    logtank_testkit::wait_for_or(what, WAIT_MAX, check, context);
 }
 
 /// The last `n` lines of `text`.
@@ -321,36 +243,11 @@ pub fn app_error<T: std::fmt::Debug>(r: Result<T, ClientError>) -> String {
 }
 
 impl Daemon {
-    /// The admin listener's address, from the start-up log line.
-    pub fn admin(&self) -> SocketAddr {
-        let log = self.log();
-        let line = log
-            .lines()
-            .rev()
-            .find(|l| l.contains(" starting: ") && l.contains(", admin "))
-            .expect("start-up line");
-        line.rsplit(", admin ").next().unwrap().trim().parse().unwrap()
-    }
-
-    /// `/status` as JSON.
-    pub fn status(&self) -> serde_json::Value {
-        use std::io::Read;
-        let mut s = std::net::TcpStream::connect(self.admin()).unwrap();
-        s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        let body = text.split("\r\n\r\n").nth(1).expect("a body");
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
-    }
-
     /// Waits until the pipeline ran a cycle that found nothing to do (everything dealt and compacted).
     pub fn wait_pipeline_idle(&self) {
         eventually("an idle pipeline", || self.status()["pipeline_idle"] == true);
     }
-}
 
-impl Daemon {
     /// Pipeline cycles completed so far.
     pub fn cycles(&self) -> u64 {
         self.status()["pipeline_cycles"].as_u64().unwrap_or(0)

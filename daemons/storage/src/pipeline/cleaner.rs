@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use crate::error::{IoContext, StorageError};
 use crate::names::SegmentKind;
 use crate::storage::{covered, list_names};
-use crate::{fsutil, raw, Storage};
+use crate::{raw, Storage};
 
 pub(crate) fn clean(storage: &Storage) -> Result<usize, StorageError> {
     let mut removed = delete_queued_indexes(storage)?;
@@ -31,9 +31,9 @@ fn delete_queued_indexes(storage: &Storage) -> Result<usize, StorageError> {
         }
         // Renamed first, so a reader or a crash never sees half an index under its name.
         let doomed = layout.indexes().join(format!(".deleted-{code}"));
-        fsutil::rename_durable(&dir, &doomed)?;
+        logtank_durable::rename_durably(&dir, &doomed)?;
         fs::remove_dir_all(&doomed).at(&doomed)?;
-        fsutil::sync_dir(&layout.indexes())?;
+        logtank_durable::fsync_dir(&layout.indexes())?;
         log::info!("cleaner: deleted index {code}");
         removed += 1;
     }
@@ -85,8 +85,8 @@ fn clean_index(storage: &Storage, code: &str) -> Result<usize, StorageError> {
         }
     }
     if !doomed.is_empty() {
-        fsutil::sync_dir(&layout.segments(code))?;
-        fsutil::sync_dir(&layout.optimized(code))?;
+        logtank_durable::fsync_dir(&layout.segments(code))?;
+        logtank_durable::fsync_dir(&layout.optimized(code))?;
         log::info!(
             "cleaner: index {code}: removed {} segments superseded by {latest}",
             doomed.len()
@@ -133,7 +133,7 @@ pub(crate) fn expire_raw_history(storage: &Storage) -> Result<usize, StorageErro
         }
     }
     if removed > 0 {
-        fsutil::sync_dir(&storage.layout.raw_history())?;
+        logtank_durable::fsync_dir(&storage.layout.raw_history())?;
     }
     Ok(removed)
 }

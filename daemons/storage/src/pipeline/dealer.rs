@@ -51,14 +51,17 @@ pub(crate) fn deal_closed_segments(
             _ => {}
         }
         let newest_ms = deal_one(storage, segment, to, offset)?;
-        fsutil::write_atomic(&layout.dealer_info(), format!("{to}\n").as_bytes())?;
+        logtank_durable::write_atomically(&layout.dealer_info(), format!("{to}\n").as_bytes())?;
         next = Some(to);
         // Written after the progress: after a crash in between it lags, which only makes a slave keep more
         // of its own raw log than it needs to.
         if newest_ms > dealt_until_ms {
             dealt_until_ms = newest_ms;
             if let Some(ms) = newest_ms {
-                fsutil::write_atomic(&layout.dealer_dealt_until_info(), format!("{ms}\n").as_bytes())?;
+                logtank_durable::write_atomically(
+                    &layout.dealer_dealt_until_info(),
+                    format!("{ms}\n").as_bytes(),
+                )?;
             }
         }
         archive(storage, segment)?;
@@ -69,7 +72,7 @@ pub(crate) fn deal_closed_segments(
 
 fn archive(storage: &Storage, segment: &RawSegment) -> Result<(), StorageError> {
     let target = raw::history_path(&storage.layout, segment.first_seq);
-    fsutil::rename_durable(&segment.path, &target)?;
+    logtank_durable::rename_durably(&segment.path, &target)?;
     log::info!(
         "dealer: archived raw segment {} to {}",
         segment.path.display(),

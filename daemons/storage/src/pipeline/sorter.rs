@@ -12,7 +12,7 @@ use crate::framed::SegmentWriter;
 use crate::merge::merge_into;
 use crate::names::{SegmentKind, SegmentName};
 use crate::storage::{covered, list_names};
-use crate::{fsutil, Storage};
+use crate::Storage;
 
 /// Per-record bookkeeping counted against the sort memory besides its encoded size.
 const RECORD_OVERHEAD_BYTES: usize = 128;
@@ -28,7 +28,7 @@ pub(crate) fn sort_index(storage: &Storage, code: &str, force: bool) -> Result<b
         remove(&layout.segment_path(code, name))?;
     }
     if !leftovers.is_empty() {
-        fsutil::sync_dir(&dir)?;
+        logtank_durable::fsync_dir(&dir)?;
     }
     let unsorted: Vec<SegmentName> = names
         .into_iter()
@@ -127,7 +127,7 @@ pub(crate) fn sort_index(storage: &Storage, code: &str, force: bool) -> Result<b
     for run in &runs {
         remove(run)?;
     }
-    fsutil::sync_dir(&dir)?;
+    logtank_durable::fsync_dir(&dir)?;
     log::info!(
         "sorter: index {code}: {} unsorted segments ({bytes} bytes, {} runs) sorted into {name}",
         unsorted.len(),

@@ -1,6 +1,7 @@
 //! `logtank-thrift-server`: the one server loop of every storage-protocol port (logtank-writer's LogWriter,
-//! logtank-indexes' LogReader and LogManager). The accept loop, one task per connection, and the
-//! connection's frame handling live here once (STYLE #5); what a call does is the [`Handler`]'s business.
+//! logtank-indexes' LogReader and LogManager). One task per connection and the connection's frame handling
+//! live here once (STYLE #5), over the runtime's bounded accept loop ([`accept_bounded`]); what a call does
+//! is the [`Handler`]'s business.
 //! The codec stays in `logtank-thrift`, which does no IO; this crate is where tokio meets it.
 //!
 //! Strict binary protocol, unframed, one request at a time per connection, as IndexTank's clients expect:
@@ -15,7 +16,8 @@
 //!   answered, and one half received may complete within [`SHUTDOWN_READ_GRACE`]. Every connection holds a
 //!   [`WorkTracker`] guard until it has ended, so `wait_idle` means no connection is left.
 //!
-//! Bounds: at most [`PortOptions::connections_max`] connections (the rest wait in the kernel's backlog); a
+//! Bounds: at most [`PortOptions::connections_max`] connections (the rest wait in the kernel's backlog; a
+//! failed accept pauses the loop for `logtank_runtime::accept::ACCEPT_ERROR_PAUSE`); a
 //! connection's receive buffer never holds more than the limits' `message_bytes_max`, and is given back
 //! after a large request.
 #![forbid(unsafe_code)]
@@ -25,12 +27,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use logtank_runtime::{Shutdown, WorkTracker};
+use logtank_runtime::{accept_bounded, Shutdown, WorkTracker};
 use logtank_thrift::binary::Limits;
 use logtank_thrift::{Call, CallDecoder, ExceptionKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 /// Connections served at once per port unless the port says otherwise; more wait in the kernel's accept
@@ -45,9 +46,6 @@ pub const IDLE_BUFFER_BYTES_MIN: usize = 1 << 20;
 pub const REPLY_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// After shutdown, how long a connection in the middle of a request may take to send the rest.
 pub const SHUTDOWN_READ_GRACE: Duration = Duration::from_secs(2);
-/// How long the accept loop pauses after a failed accept (EMFILE and friends: let connections close
-/// first), so it does not spin.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// What a port does with the calls it receives, and where its counters go.
 pub trait Handler: Send + Sync + 'static {
@@ -127,28 +125,7 @@ pub async fn serve<H: Handler>(
     tracker: WorkTracker,
     shutdown: Shutdown,
 ) {
-    let slots = Arc::new(Semaphore::new(options.connections_max));
-    loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = shutdown.wait() => return,
-        };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.wait() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                log::warn!("{}: accept failed: {e}", options.name);
-                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    let on_accept = |stream: TcpStream, peer: SocketAddr, permit| {
         let guard = tracker.start();
         let (handler, shutdown) = (handler.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -163,7 +140,15 @@ pub async fn serve<H: Handler>(
             drop(guard);
             drop(permit);
         });
-    }
+    };
+    accept_bounded(
+        listener,
+        options.connections_max,
+        options.name,
+        shutdown.clone(),
+        on_accept,
+    )
+    .await;
 }
 
 /// One client connection: the socket and its buffers.

@@ -1,34 +1,46 @@
 //! Shared by the writer's integration tests: start the real `logtank-writer` binary on ephemeral ports with
-//! its data in a temp dir (its sd_notify messages caught on a socket of our own), talk to it with
+//! its data in a temp dir (process, log and sd_notify handling are logtank-testkit's), talk to it with
 //! logtank-thrift's blocking client or raw bytes, and read back what it logged with the journal's reader.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::net::UnixDatagram;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+use std::time::Duration;
 
+use logtank_testkit::{DaemonProcess, Spec};
 use logtank_thrift::{decode_record, Client, ClientConfig, ClientError, Limits, LogBatch, LogRecord};
 use logtank_writer::config::raw_live_dir;
 
-/// The longest any condition is polled for.
-pub const WAIT_MAX: Duration = Duration::from_secs(60);
+// Not every test file uses every helper (hence dead_code above); these are re-exported for those that do.
+#[allow(unused_imports)]
+pub use logtank_testkit::{http, WAIT_MAX};
 
-/// A writer process; killed (SIGKILL) on drop unless stopped.
+/// A writer process; killed (SIGKILL) on drop unless stopped. The process's own methods (`stop`, `kill9`,
+/// `wait_log`, `notify_messages`, …) come from [`DaemonProcess`] through `Deref`; the addresses are fields,
+/// read again at every restart.
 pub struct Writer {
-    child: Option<Child>,
+    process: DaemonProcess,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub root: PathBuf,
-    config: PathBuf,
-    args: Vec<String>,
-    log: Arc<Mutex<Vec<String>>>,
-    notify: Arc<Mutex<Vec<String>>>,
-    notify_path: PathBuf,
+}
+
+impl Deref for Writer {
+    type Target = DaemonProcess;
+
+    fn deref(&self) -> &DaemonProcess {
+        &self.process
+    }
+}
+
+impl DerefMut for Writer {
+    fn deref_mut(&mut self) -> &mut DaemonProcess {
+        &mut self.process
+    }
 }
 
 /// The config every test starts from: loopback, ephemeral ports, data under `root`, small segments (so
@@ -41,178 +53,57 @@ pub fn base_config(root: &Path) -> String {
     )
 }
 
+/// How the tests run the writer: `--config config` then `args`, from `root`, logging to `root/writer.log`.
+fn spec(root: &Path, config: &Path, args: &[&str]) -> Spec {
+    let mut all = vec!["--config".to_string(), config.display().to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    Spec {
+        binary: env!("CARGO_BIN_EXE_logtank-writer").into(),
+        args: all,
+        serving_prefix: logtank_writer::SERVING_PREFIX,
+        log_path: root.join("writer.log"),
+        current_dir: Some(root.to_path_buf()),
+        ..Spec::default()
+    }
+}
+
 impl Writer {
     /// Starts the writer on `root` with the base config plus `extra` TOML (whole sections) and `args`.
     pub fn start(root: &Path, extra: &str, args: &[&str]) -> Writer {
         let config = root.join("writer.toml");
         std::fs::write(&config, format!("{}\n{extra}", base_config(root))).unwrap();
-        Writer::start_with(root, &config, args.iter().map(|a| a.to_string()).collect())
+        Writer::start_existing(root, &config, args)
     }
 
     /// Starts the writer on `root` with a config file already written.
     pub fn start_existing(root: &Path, config: &Path, args: &[&str]) -> Writer {
-        Writer::start_with(root, config, args.iter().map(|a| a.to_string()).collect())
-    }
-
-    fn start_with(root: &Path, config: &Path, args: Vec<String>) -> Writer {
-        let (child, log, notify, notify_path) = spawn(root, config, &args);
-        let mut w = Writer {
-            child: Some(child),
-            addr: "0.0.0.0:0".parse().unwrap(),
-            admin: "0.0.0.0:0".parse().unwrap(),
-            root: root.to_path_buf(),
-            config: config.to_path_buf(),
-            args,
-            log,
-            notify,
-            notify_path,
-        };
-        w.wait_ready();
-        w
+        Writer::of(DaemonProcess::start(spec(root, config, args)), root)
     }
 
     /// Starts a writer expected to fail; returns its exit status and log.
     pub fn start_failing(root: &Path, config: &Path, args: &[&str]) -> (ExitStatus, String) {
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let (mut child, log, _notify, notify_path) = spawn(root, config, &args);
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(started.elapsed() < WAIT_MAX, "the writer did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        if let Some(dir) = notify_path.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-        // The log thread ends with the pipe; wait for the line that says why.
-        let started = Instant::now();
-        while Arc::strong_count(&log) > 1 && started.elapsed() < WAIT_MAX {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let text = log.lock().unwrap().join("\n");
-        (status, text)
+        DaemonProcess::start_failing(spec(root, config, args))
     }
 
-    fn wait_ready(&mut self) {
-        let started = Instant::now();
-        loop {
-            let lines = self.log.lock().unwrap().clone();
-            let serving = lines.iter().find_map(|l| logtank_writer::parse_serving_line(l));
-            let admin = lines.iter().find_map(|l| {
-                l.contains(" starting: config ")
-                    .then(|| l.rsplit(", admin ").next()?.trim().parse().ok())
-                    .flatten()
-            });
-            let ready = self
-                .notify
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|m| m.lines().any(|l| l == "READY=1"));
-            if let (Some(addr), Some(admin), true) = (serving, admin, ready) {
-                self.addr = addr;
-                self.admin = admin;
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the writer exited at start ({status}):\n{}", self.log_text());
-            }
-            assert!(
-                started.elapsed() < WAIT_MAX,
-                "the writer did not become ready:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+    fn of(process: DaemonProcess, root: &Path) -> Writer {
+        Writer {
+            addr: process.addr(),
+            admin: process.admin(),
+            process,
+            root: root.to_path_buf(),
         }
     }
 
     /// SIGKILL, then start again on the same data and config (new ports).
     pub fn restart_after_kill9(mut self) -> Writer {
-        self.kill9();
-        self.restart_stopped()
+        self.process.restart_after_kill9();
+        Writer::of(self.process, &self.root)
     }
 
     /// SIGTERM (exit 0 asserted), then start again.
     pub fn restart(mut self) -> Writer {
-        self.stop();
-        self.restart_stopped()
-    }
-
-    fn restart_stopped(&self) -> Writer {
-        Writer::start_with(&self.root, &self.config, self.args.clone())
-    }
-
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().map_or(0, |c| c.id() as i32)
-    }
-
-    /// Sends SIGTERM without waiting.
-    pub fn terminate(&self) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::SIGTERM).unwrap();
-    }
-
-    /// Waits for the process to exit and returns its status.
-    pub fn wait_exit(&mut self) -> ExitStatus {
-        let mut c = self.child.take().expect("running");
-        let started = Instant::now();
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                started.elapsed() < WAIT_MAX,
-                "the writer did not exit:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM and wait; panics unless the exit status is 0.
-    pub fn stop(&mut self) {
-        if self.child.is_some() {
-            self.terminate();
-            let status = self.wait_exit();
-            assert!(
-                status.success(),
-                "the writer exited with {status}:\n{}",
-                self.log_text()
-            );
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// Waits until a log line contains `text`; returns it.
-    pub fn wait_log(&self, text: &str) -> String {
-        let started = Instant::now();
-        loop {
-            if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.contains(text)) {
-                return l.clone();
-            }
-            assert!(
-                started.elapsed() < WAIT_MAX,
-                "no log line with {text:?}:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Every sd_notify message so far.
-    pub fn notify_messages(&self) -> Vec<String> {
-        self.notify.lock().unwrap().clone()
+        self.process.restart();
+        Writer::of(self.process, &self.root)
     }
 
     pub fn client(&self) -> Client {
@@ -222,78 +113,6 @@ impl Writer {
     pub fn raw_live(&self) -> PathBuf {
         raw_live_dir(&self.root)
     }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.kill9();
-        if let Some(dir) = self.notify_path.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-type Spawned = (Child, Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>, PathBuf);
-
-fn spawn(root: &Path, config: &Path, args: &[String]) -> Spawned {
-    // Its own short directory: a unix socket path must fit in 108 bytes, which a test's temp root may not.
-    let notify_dir = tempfile::Builder::new()
-        .prefix("writer-notify-")
-        .tempdir()
-        .unwrap()
-        .keep();
-    let notify_path = notify_dir.join("n.sock");
-    let socket = UnixDatagram::bind(&notify_path).unwrap();
-    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_logtank-writer"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("WATCHDOG_USEC")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .current_dir(root)
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let stderr = child.stderr.take().unwrap();
-    let sink = log.clone();
-    let log_path = root.join("writer.log");
-    std::thread::spawn(move || {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log_path)
-            .unwrap();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = writeln!(file, "{line}");
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let notify = Arc::new(Mutex::new(Vec::new()));
-    let sink = notify.clone();
-    let pid = child.id();
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 4096];
-        // Ends when the process is gone (kill -0 fails) and nothing more arrives.
-        loop {
-            match socket.recv(&mut buf) {
-                Ok(n) => sink
-                    .lock()
-                    .unwrap()
-                    .push(String::from_utf8_lossy(&buf[..n]).into_owned()),
-                Err(_) => {
-                    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    (child, log, notify, notify_path)
 }
 
 /// A client with a 30 s read timeout.
@@ -385,44 +204,14 @@ pub fn segments(root: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Polls `condition` every 20 ms until it holds; panics naming `what` after [`WAIT_MAX`].
-pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < WAIT_MAX, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// One HTTP/1.1 request; returns (status code, body).
-pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
+/// Polls `condition` until it holds; panics naming `what` after [`WAIT_MAX`].
+pub fn wait_for(what: &str, condition: impl FnMut() -> bool) {
+    logtank_testkit::wait_for(what, WAIT_MAX, condition);
 }
 
 /// `GET /status` as JSON.
 pub fn status(admin: SocketAddr) -> serde_json::Value {
-    let (code, body) = http(admin, "GET", "/status", "");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
+    logtank_testkit::admin_status(admin)
 }
 
 /// Sends raw bytes on a fresh connection, half-closes, and returns everything the server sent back
