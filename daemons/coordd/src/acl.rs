@@ -15,6 +15,10 @@ pub fn digest_id(user_password: &str) -> String {
     )
 }
 
+/// Identities one connection may prove (its `ip` id included). ZooKeeper sets no bound; real clients
+/// add one or two.
+pub const IDS_PER_CONNECTION_MAX: usize = 32;
+
 /// What a session has proven about itself.
 #[derive(Debug, Clone, Default)]
 pub struct AuthIds {
@@ -33,10 +37,19 @@ impl AuthIds {
         }
     }
 
-    pub fn add(&mut self, id: Id) {
-        if !self.ids.contains(&id) {
-            self.ids.push(id);
+    /// Adds a proven identity. Returns false (and adds nothing) when the connection already holds
+    /// [`IDS_PER_CONNECTION_MAX`] others: every ACL check and every `auth` ACL walks them, so one
+    /// client's `addauth` loop must not make its requests, or the server, ever slower.
+    #[must_use]
+    pub fn add(&mut self, id: Id) -> bool {
+        if self.ids.contains(&id) {
+            return true;
         }
+        if self.ids.len() >= IDS_PER_CONNECTION_MAX {
+            return false;
+        }
+        self.ids.push(id);
+        true
     }
 
     /// ZooKeeper's `checkACL`: allowed if any entry grants one of `perm`'s bits to one of our ids.
@@ -58,12 +71,17 @@ impl AuthIds {
         if acl.is_empty() {
             return Err(err::INVALID_ACL);
         }
+        // ZooKeeper (since 3.5) drops duplicate entries; a set keeps that linear in the ACL's length.
         let mut out = Vec::with_capacity(acl.len());
+        let mut seen = std::collections::HashSet::with_capacity(acl.len());
+        let mut push = |entry: Acl| {
+            if seen.insert(entry.clone()) {
+                out.push(entry);
+            }
+        };
         for a in acl {
             match a.id.scheme.as_str() {
-                // ZooKeeper (since 3.5) drops duplicate entries.
-                _ if out.contains(a) => {}
-                "world" if a.id.id == "anyone" => out.push(a.clone()),
+                "world" if a.id.id == "anyone" => push(a.clone()),
                 "auth" => {
                     let mut any = false;
                     for id in self
@@ -72,22 +90,19 @@ impl AuthIds {
                         .filter(|id| id.scheme != "ip" && id.scheme != "super")
                     {
                         any = true;
-                        let entry = Acl {
+                        push(Acl {
                             perms: a.perms,
                             id: id.clone(),
-                        };
-                        if !out.contains(&entry) {
-                            out.push(entry);
-                        }
+                        });
                     }
                     if !any {
                         return Err(err::INVALID_ACL);
                     }
                 }
-                "digest" if a.id.id.split(':').count() == 2 => out.push(a.clone()),
-                "ip" if valid_ip_acl(&a.id.id) => out.push(a.clone()),
-                "sasl" if !a.id.id.is_empty() => out.push(a.clone()),
-                "super" => out.push(a.clone()),
+                "digest" if a.id.id.split(':').count() == 2 => push(a.clone()),
+                "ip" if valid_ip_acl(&a.id.id) => push(a.clone()),
+                "sasl" if !a.id.id.is_empty() => push(a.clone()),
+                "super" => push(a.clone()),
                 _ => return Err(err::INVALID_ACL),
             }
         }

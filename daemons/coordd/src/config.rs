@@ -160,6 +160,13 @@ pub struct LimitsConfig {
     pub ttl_nodes_enabled: bool,
     /// How often empty containers and expired TTL nodes are removed.
     pub container_check_interval_ms: u64,
+    /// A connection that has not completed its handshake (or four-letter word) by then is closed: an
+    /// idle socket must not hold one of the per-IP slots for ever. After the handshake, the session's
+    /// own timeout bounds idleness (an expired session's connection is closed).
+    pub handshake_timeout_ms: u64,
+    /// A reply that cannot be written for this long (the client stopped reading and its socket
+    /// buffer is full) closes the connection, also when it is already being closed.
+    pub write_stall_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -171,6 +178,8 @@ impl Default for LimitsConfig {
             outbound_bytes_max: 64 << 20,
             ttl_nodes_enabled: false,
             container_check_interval_ms: 60_000,
+            handshake_timeout_ms: 10_000,
+            write_stall_timeout_ms: 30_000,
         }
     }
 }
@@ -284,6 +293,12 @@ impl CoorddConfig {
                 "server.min_session_timeout_ms",
                 "must not exceed server.max_session_timeout_ms".into(),
             );
+        }
+        if self.limits.handshake_timeout_ms == 0 {
+            return invalid("limits.handshake_timeout_ms", "must be positive".into());
+        }
+        if self.limits.write_stall_timeout_ms == 0 {
+            return invalid("limits.write_stall_timeout_ms", "must be positive".into());
         }
         if self.limits.frame_bytes_max < 1024 {
             return invalid("limits.frame_bytes_max", "must be at least 1024".into());

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use logtank_runtime::{accept_bounded, Shutdown};
 use logtank_zk::frame::{four_letter_word, next_frame, Frame};
@@ -119,7 +119,9 @@ async fn serve(
     let (mut rd, wr) = stream.into_split();
     let frame_max = config.limits.frame_bytes_max;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    // Handshake or four-letter word.
+    // Handshake or four-letter word, within limits.handshake_timeout_ms.
+    let handshake_by =
+        tokio::time::Instant::now() + Duration::from_millis(config.limits.handshake_timeout_ms);
     let connect = loop {
         match next_frame(&buf, frame_max) {
             _ if buf.len() >= 4 && four_letter_word(&buf).is_some() => {
@@ -159,15 +161,37 @@ async fn serve(
                 return;
             }
         }
-        if !read_more(&mut rd, &mut buf, &shutdown).await {
-            return;
+        match tokio::time::timeout_at(handshake_by, read_more(&mut rd, &mut buf, &shutdown)).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(_) => {
+                log::info!(
+                    "connection from {peer}: no handshake within {} ms (limits.handshake_timeout_ms); closing",
+                    config.limits.handshake_timeout_ms
+                );
+                return;
+            }
         }
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let queued_bytes = Arc::new(AtomicUsize::new(0));
     let closed = Arc::new(Notify::new());
-    let writer = tokio::spawn(write_loop(wr, rx, queued_bytes.clone(), closed.clone()));
-    let outbox = Outbox { tx, queued_bytes };
+    let abort = Arc::new(Notify::new());
+    let stall_max = Duration::from_millis(config.limits.write_stall_timeout_ms);
+    let writer = tokio::spawn(write_loop(
+        wr,
+        rx,
+        queued_bytes.clone(),
+        closed.clone(),
+        abort.clone(),
+        stall_max,
+        peer,
+    ));
+    let outbox = Outbox {
+        tx,
+        queued_bytes,
+        abort,
+    };
     if commands
         .send(Command::Connect {
             conn,
@@ -264,32 +288,62 @@ async fn read_requests(
     }
 }
 
+/// Writes what the core queued until a `Close`, an abort, a write error, or a write that makes no
+/// progress for `stall_max` (a client that stopped reading: without the bound its socket, its per-IP slot
+/// and its queued replies would be held for as long as it likes).
 async fn write_loop(
     wr: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     queued_bytes: Arc<AtomicUsize>,
     closed: Arc<Notify>,
+    abort: Arc<Notify>,
+    stall_max: Duration,
+    peer: SocketAddr,
 ) {
     let mut out = BufWriter::with_capacity(64 << 10, wr);
-    'outer: while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(item) = next.take() {
-            match item {
-                Outgoing::Frame(frame) => {
-                    queued_bytes.fetch_sub(frame.len(), Ordering::Relaxed);
-                    if out.write_all(&frame).await.is_err() {
-                        break 'outer;
+    let written = async {
+        'outer: while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            while let Some(item) = next.take() {
+                match item {
+                    Outgoing::Frame(frame) => {
+                        queued_bytes.fetch_sub(frame.len(), Ordering::Relaxed);
+                        if !within(stall_max, peer, out.write_all(&frame)).await {
+                            break 'outer;
+                        }
                     }
+                    Outgoing::Close => break 'outer,
                 }
-                Outgoing::Close => break 'outer,
+                next = rx.try_recv().ok();
             }
-            next = rx.try_recv().ok();
+            if !within(stall_max, peer, out.flush()).await {
+                break;
+            }
         }
-        if out.flush().await.is_err() {
-            break;
+        let _ = within(stall_max, peer, out.flush()).await;
+        let _ = within(stall_max, peer, out.shutdown()).await;
+    };
+    tokio::select! {
+        () = written => {}
+        () = abort.notified() => {}
+    }
+    closed.notify_one();
+}
+
+/// Runs one write step; false if it failed or made no progress within `stall_max`.
+async fn within(
+    stall_max: Duration,
+    peer: SocketAddr,
+    step: impl std::future::Future<Output = std::io::Result<()>>,
+) -> bool {
+    match tokio::time::timeout(stall_max, step).await {
+        Ok(r) => r.is_ok(),
+        Err(_) => {
+            log::info!(
+                "connection from {peer}: a reply could not be written for {} ms (limits.write_stall_timeout_ms); closing",
+                stall_max.as_millis()
+            );
+            false
         }
     }
-    let _ = out.flush().await;
-    let _ = out.shutdown().await;
-    closed.notify_one();
 }

@@ -27,7 +27,7 @@ use crate::config::CoorddConfig;
 use crate::metrics::CoorddMetrics;
 use crate::sasl::{SaslOutcome, SaslServer};
 use crate::snapshot;
-use crate::state::{Caller, SessionMeta, State};
+use crate::state::{Caller, SessionMeta, State, WriteOutcome};
 use crate::txn::{Txn, TxnBody};
 use crate::watches::{Event, Kind, Watches};
 
@@ -79,6 +79,9 @@ pub enum Outgoing {
 pub struct Outbox {
     pub tx: mpsc::UnboundedSender<Outgoing>,
     pub queued_bytes: Arc<AtomicUsize>,
+    /// Closes the connection now, even while its writer waits on a client that does not read (a
+    /// `Close` queued behind unwritten replies would never be reached).
+    pub abort: Arc<tokio::sync::Notify>,
 }
 
 /// What `/status` and `srvr` report.
@@ -164,6 +167,24 @@ fn now_ms() -> i64 {
 
 /// ZooKeeper's session id layout: server id 1 in the top byte, then milliseconds, then a counter, so ids
 /// from a later start never collide with earlier ones.
+/// The code a failed write is logged with: the reply's, or for a failed multi (which replies OK) the
+/// first op error that is not OK or RUNTIME_INCONSISTENCY, i.e. the op that failed.
+fn failed_write_code(out: &WriteOutcome) -> i32 {
+    if out.err != 0 {
+        return out.err;
+    }
+    match &out.response {
+        Response::Multi(results) => results
+            .iter()
+            .find_map(|r| match r {
+                MultiResult::Error(code) if *code != 0 && *code != err::RUNTIME_INCONSISTENCY => Some(*code),
+                _ => None,
+            })
+            .unwrap_or(err::RUNTIME_INCONSISTENCY),
+        _ => err::RUNTIME_INCONSISTENCY,
+    }
+}
+
 fn initial_session_id() -> i64 {
     let ms = now_ms() as u64;
     (((ms << 24) >> 8) | (1u64 << 56)) as i64
@@ -410,7 +431,7 @@ impl Core {
                         c.peer
                     );
                     c.closing = true;
-                    let _ = c.outbox.tx.send(Outgoing::Close);
+                    c.outbox.abort.notify_one();
                 }
             }
             Outgoing::Close => {
@@ -681,7 +702,10 @@ impl Core {
         let time = now_ms();
         let auth = conn.and_then(|c| self.conns.get(&c)).map(|c| c.auth.clone());
         let resolved = match &auth {
-            Some(a) => self.state.resolve(req, a),
+            Some(a) => self
+                .state
+                .resolve(req, a)
+                .and_then(|r| self.check_loggable(session, r)),
             None => Ok(req),
         };
         let (code, response, body) = match resolved {
@@ -701,10 +725,10 @@ impl Core {
                     |s, acl| may_read(live, conns, s, acl),
                     &mut self.events,
                 );
-                let body = if out.err == 0 {
+                let body = if out.applied {
                     TxnBody::Request(resolved)
                 } else {
-                    TxnBody::Error(out.err)
+                    TxnBody::Error(failed_write_code(&out))
                 };
                 (out.err, out.response, body)
             }
@@ -723,6 +747,32 @@ impl Core {
                 Outgoing::Frame(encode_reply(xid, zxid, code, &response)),
             );
         }
+    }
+
+    /// A request fits in a frame, but resolving `auth` ACLs replaces each such entry with every identity the
+    /// session holds, so its log record can outgrow the log's record limit. That is the client's error
+    /// (BADARGUMENTS, as for any write the server cannot take), found before anything is applied; it must
+    /// never reach the log, where a refused append stops the server.
+    fn check_loggable(&self, session: i64, req: Request) -> Result<Request, i32> {
+        if !matches!(
+            req,
+            Request::Create(_) | Request::SetAcl { .. } | Request::Multi(_)
+        ) {
+            return Ok(req);
+        }
+        let mut w = logtank_zk::jute::Writer::new();
+        req.encode_body(&mut w);
+        let max = crate::config::txn_bytes_max(self.config.limits.frame_bytes_max) as usize;
+        // The record's header: kind, zxid, time, session, opcode.
+        let len = w.buf.len() + 1 + 8 + 8 + 8 + 4;
+        if len > max {
+            log::info!(
+                "session 0x{session:x}: a {} request resolves to a {len}-byte log record (at most {max}); refused",
+                req.opcode()
+            );
+            return Err(err::BAD_ARGUMENTS);
+        }
+        Ok(req)
     }
 
     fn reply(&mut self, conn: u64, xid: i32, result: Result<Response, i32>) {
@@ -796,10 +846,7 @@ impl Core {
                 self.auth(conn, &scheme, &credentials);
                 return;
             }
-            Request::SetWatches(sw) => {
-                self.set_watches(conn, session, &sw);
-                Ok(Response::Empty)
-            }
+            Request::SetWatches(sw) => self.set_watches(conn, session, &sw).map(|()| Response::Empty),
             Request::Sasl { token } => match self.sasl(conn, &token) {
                 Err(code) => {
                     // As ZooKeeper: the failure reply (zxid 0), then the connection is closed.
@@ -927,40 +974,55 @@ impl Core {
         Response::Multi(results)
     }
 
-    /// `setWatches(2)` after a reconnect: anything that changed since the client's last zxid fires now.
-    fn set_watches(&mut self, conn: u64, session: i64, sw: &SetWatches) {
+    /// `setWatches(2)` after a reconnect: anything that changed since the client's last zxid fires now. A
+    /// session already at `limits.watches_per_session_max` gets no more watches this way either: the reply
+    /// is THROTTLEDOP, as for a watch-setting read, and the watches past the limit are not set.
+    fn set_watches(&mut self, conn: u64, session: i64, sw: &SetWatches) -> Result<(), i32> {
         use logtank_zk::event;
         let rel = sw.relative_zxid;
+        let max = self.config.limits.watches_per_session_max;
         let mut fire: Vec<(i32, String)> = Vec::new();
+        let mut wanted: Vec<(Kind, &String)> = Vec::new();
         for path in &sw.data {
             match self.state.tree.get(path) {
                 None => fire.push((event::NODE_DELETED, path.clone())),
                 Some(n) if n.mzxid > rel => fire.push((event::NODE_DATA_CHANGED, path.clone())),
-                Some(_) => self.watches.add(Kind::Data, path, session),
+                Some(_) => wanted.push((Kind::Data, path)),
             }
         }
         for path in &sw.exist {
             match self.state.tree.get(path) {
                 Some(_) => fire.push((event::NODE_CREATED, path.clone())),
-                None => self.watches.add(Kind::Data, path, session),
+                None => wanted.push((Kind::Data, path)),
             }
         }
         for path in &sw.child {
             match self.state.tree.get(path) {
                 None => fire.push((event::NODE_DELETED, path.clone())),
                 Some(n) if n.pzxid > rel => fire.push((event::NODE_CHILDREN_CHANGED, path.clone())),
-                Some(_) => self.watches.add(Kind::Child, path, session),
+                Some(_) => wanted.push((Kind::Child, path)),
             }
         }
-        for path in &sw.persistent {
-            self.watches.add(Kind::Persistent, path, session);
-        }
-        for path in &sw.persistent_recursive {
-            self.watches.add(Kind::Recursive, path, session);
+        wanted.extend(sw.persistent.iter().map(|p| (Kind::Persistent, p)));
+        wanted.extend(sw.persistent_recursive.iter().map(|p| (Kind::Recursive, p)));
+        let mut refused = 0usize;
+        for (kind, path) in wanted {
+            if self.watches.session_count(session) >= max {
+                refused += 1;
+            } else {
+                self.watches.add(kind, path, session);
+            }
         }
         for (t, path) in fire {
             self.send(conn, Outgoing::Frame(encode_notification(t, &path)));
         }
+        if refused > 0 {
+            log::warn!(
+                "session 0x{session:x} reached limits.watches_per_session_max; {refused} watches of a setWatches not set"
+            );
+            return Err(err::THROTTLED_OP);
+        }
+        Ok(())
     }
 
     fn auth(&mut self, conn: u64, scheme: &str, credentials: &[u8]) {
@@ -972,18 +1034,28 @@ impl Core {
             "digest" => match std::str::from_utf8(credentials) {
                 Ok(user_password) if user_password.contains(':') => {
                     let id = digest_id(user_password);
-                    if super_digest.as_deref() == Some(id.as_str()) {
-                        Arc::make_mut(&mut c.auth).is_super = true;
-                        Arc::make_mut(&mut c.auth).add(Id {
+                    let auth = Arc::make_mut(&mut c.auth);
+                    // As ZooKeeper: the super user gets the `super` id first, then its digest id.
+                    let is_super = super_digest.as_deref() == Some(id.as_str());
+                    let added = (!is_super
+                        || auth.add(Id {
                             scheme: "super".into(),
                             id: String::new(),
+                        }))
+                        && auth.add(Id {
+                            scheme: "digest".into(),
+                            id,
                         });
+                    if !added {
+                        log::info!(
+                            "connection from {} already holds {} identities; addauth refused",
+                            c.peer,
+                            crate::acl::IDS_PER_CONNECTION_MAX
+                        );
+                    } else if is_super {
+                        auth.is_super = true;
                     }
-                    Arc::make_mut(&mut c.auth).add(Id {
-                        scheme: "digest".into(),
-                        id,
-                    });
-                    true
+                    added
                 }
                 _ => false,
             },
@@ -1019,11 +1091,17 @@ impl Core {
         match server.step(token, users) {
             SaslOutcome::Continue(reply) => Ok(Response::Sasl { token: reply }),
             SaslOutcome::Done { reply, user } => {
-                Arc::make_mut(&mut c.auth).add(Id {
+                c.sasl = None;
+                if !Arc::make_mut(&mut c.auth).add(Id {
                     scheme: "sasl".into(),
                     id: user,
-                });
-                c.sasl = None;
+                }) {
+                    log::info!(
+                        "connection from {} holds too many identities; SASL login refused",
+                        c.peer
+                    );
+                    return Err(err::AUTH_FAILED);
+                }
                 Ok(Response::Sasl { token: reply })
             }
             SaslOutcome::Failed(why) => {

@@ -49,6 +49,10 @@ pub struct WriteOutcome {
     pub err: i32,
     pub response: Response,
     pub triggers: Vec<Trigger>,
+    /// Whether the write changed the state. A failed multi replies OK (its per-op results say what
+    /// failed) but changed nothing, so it must be logged as a failed write: logged as a request, replay
+    /// (which checks no ACLs) would apply what was refused live.
+    pub applied: bool,
 }
 
 fn is_special(path: &str) -> bool {
@@ -129,11 +133,13 @@ impl State {
                 err: err::OK,
                 response,
                 triggers,
+                applied: true,
             },
             Err(code) => WriteOutcome {
                 err: code,
                 response: Response::Empty,
                 triggers: Vec::new(),
+                applied: false,
             },
         }
     }
@@ -251,6 +257,7 @@ impl State {
                         err: err::OK,
                         response: Response::Multi(failed),
                         triggers: Vec::new(),
+                        applied: false,
                     };
                 }
             }
@@ -260,6 +267,7 @@ impl State {
             err: err::OK,
             response: Response::Multi(results),
             triggers,
+            applied: true,
         }
     }
 
