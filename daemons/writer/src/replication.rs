@@ -645,8 +645,27 @@ impl Replicator {
                 }
                 None => Ok(None),
             }
-        })
-        .map_err(|e| ReplicationError::Local(format!("reading record {both} of the journal: {e}")))?;
+        });
+        let local = match local {
+            Ok(local) => local,
+            // The journal's list of segments is its own: the indexes daemon's dealer may have moved this
+            // closed segment to raw history since (another process, on a restored host at once). Then
+            // there is nothing local to compare with, as above.
+            Err(logtank_journal::Error::Io { path, source })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                log::info!(
+                    "record {both} is no longer in the live raw log ({} was moved, dealt); not compared with the ledgers",
+                    path.display()
+                );
+                None
+            }
+            Err(e) => {
+                return Err(ReplicationError::Local(format!(
+                    "reading record {both} of the journal: {e}"
+                )))
+            }
+        };
         let Some(local) = local else { return Ok(()) };
         let reader = self
             .client
