@@ -6,13 +6,12 @@
 //! A connection's first 4 bytes are either a frame length (the handshake follows) or a four-letter word,
 //! which is answered with text and the connection closed, as ZooKeeper does.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use logtank_runtime::{accept_bounded, Shutdown};
+use logtank_runtime::{accept_bounded, PerAddressLimit, Shutdown};
 use logtank_zk::frame::{four_letter_word, next_frame, Frame};
 use logtank_zk::{ConnectRequest, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -31,44 +30,6 @@ const CONNECTIONS_MAX: usize = 65_536;
 /// The accept loop's name in its log lines.
 const PORT_NAME: &str = "ZooKeeper clients";
 
-/// Counts connections per client IP, so one host cannot take all the file descriptors.
-#[derive(Debug, Default)]
-struct PerIp {
-    counts: Mutex<HashMap<IpAddr, usize>>,
-}
-
-impl PerIp {
-    fn try_acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpGuard> {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = counts.entry(ip).or_insert(0);
-        if max > 0 && *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(IpGuard {
-            per_ip: self.clone(),
-            ip,
-        })
-    }
-}
-
-struct IpGuard {
-    per_ip: Arc<PerIp>,
-    ip: IpAddr,
-}
-
-impl Drop for IpGuard {
-    fn drop(&mut self) {
-        let mut counts = self.per_ip.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// Accepts clients until `shutdown`; then drops its command sender so the core can finish.
 pub async fn accept_loop(
     listener: TcpListener,
@@ -76,7 +37,7 @@ pub async fn accept_loop(
     config: Arc<CoorddConfig>,
     shutdown: Shutdown,
 ) {
-    let per_ip = Arc::new(PerIp::default());
+    let per_ip = PerAddressLimit::default();
     let mut next_conn: u64 = 1;
     let on_accept = |stream: TcpStream, peer: SocketAddr, permit| {
         let Some(guard) = per_ip.try_acquire(peer.ip(), config.limits.connections_per_ip_max) else {

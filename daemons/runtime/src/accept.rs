@@ -6,11 +6,12 @@
 //! the client's connect timeout applies) instead of costing a file descriptor and a task each. A failed
 //! accept (EMFILE and friends) is logged and followed by [`ACCEPT_ERROR_PAUSE`], so the loop does not spin
 //! while connections close. The loop ends when the [`Shutdown`] fires, dropping the listener: no connection
-//! is accepted after that. What a connection does, any finer limit (coordd's per-IP one) and the tracking of
-//! in-flight work are the caller's, in `on_accept`.
+//! is accepted after that. What a connection does, any finer limit and the tracking of in-flight work are the
+//! caller's, in `on_accept`; [`PerAddressLimit`] is the per-client-address limit the ports apply there.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -68,6 +69,55 @@ pub async fn accept_bounded(
                     _ = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
                     _ = shutdown.wait() => return,
                 }
+            }
+        }
+    }
+}
+
+/// Counts the open connections of each client address, so one host cannot take all of a port's
+/// `connections_max` slots (and with them, every other client's service). Cheap to clone; each
+/// connection holds the [`AddressSlot`] it got until it ends.
+#[derive(Debug, Clone, Default)]
+pub struct PerAddressLimit {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerAddressLimit {
+    /// A slot for one more connection from `ip`, or None if it already has `max` (0 = no limit).
+    pub fn try_acquire(&self, ip: IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(ip).or_insert(0);
+        if max > 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            counts: self.counts.clone(),
+            ip,
+        })
+    }
+
+    /// Connections open from `ip`.
+    pub fn open_from(&self, ip: IpAddr) -> usize {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(&ip).copied().unwrap_or(0)
+    }
+}
+
+/// One connection's share of its address's limit; given back on drop.
+#[derive(Debug)]
+pub struct AddressSlot {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
             }
         }
     }

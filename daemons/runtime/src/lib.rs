@@ -71,7 +71,7 @@ pub mod readonly;
 pub mod shutdown;
 pub mod signals;
 
-pub use accept::{accept_bounded, ConnectionPermit};
+pub use accept::{accept_bounded, AddressSlot, ConnectionPermit, PerAddressLimit};
 pub use admin::{Metrics, StatusSource};
 pub use args::CommonArgs;
 pub use config::{AdminConfig, DaemonConfig, IoConfig, LogConfig, ServerConfig};

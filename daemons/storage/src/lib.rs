@@ -38,6 +38,7 @@ mod storage;
 mod sync;
 
 pub use error::StorageError;
+pub use framed::FRAME_PAYLOAD_BYTES_MAX;
 pub use layout::Layout;
 pub use lock::{DataRootLock, LockRole};
 pub use names::{SegmentKind, SegmentName};

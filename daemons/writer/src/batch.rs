@@ -25,6 +25,7 @@ pub struct BatchLimits {
     pub record_bytes_max: u32,
     pub batch_bytes_max: u32,
     pub batch_records_max: u32,
+    pub batch_index_codes_max: u32,
 }
 
 /// A batch ready to append.
@@ -77,6 +78,7 @@ pub fn prepare(
     let mut payload =
         Vec::with_capacity(batch.records.len().min(limits.batch_bytes_max as usize) + 16 * batch.count);
     let mut rest = &batch.records[..];
+    let mut codes: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for i in 0..batch.count {
         let start = payload.len();
         let record = copy_record_for_write(rest, decode_limits, now_ms, &mut payload).map_err(|e| Refused {
@@ -89,6 +91,18 @@ pub fn prepare(
         })?;
         rest = &rest[record.len..];
         check_record(i + 1, &record).map_err(|m| Refused::new(Reason::Invalid, m))?;
+        if let Some(code) = record.index_code {
+            if codes.insert(code) && codes.len() > limits.batch_index_codes_max as usize {
+                return Err(Refused::new(
+                    Reason::TooLarge,
+                    format!(
+                        "the batch names more than writer.batch_index_codes_max = {} indexes (reached at record {})",
+                        limits.batch_index_codes_max,
+                        i + 1
+                    ),
+                ));
+            }
+        }
         let len = payload.len() - start;
         if len > limits.record_bytes_max as usize {
             return Err(Refused::new(
@@ -160,6 +174,7 @@ mod tests {
         record_bytes_max: 10_000,
         batch_bytes_max: 50_000,
         batch_records_max: 100,
+        batch_index_codes_max: 3,
     };
 
     fn record(code: &str, docid: &str) -> LogRecord {
@@ -280,6 +295,34 @@ mod tests {
         no_docid.docid = None;
         assert!(refuse(no_docid).message.contains("has no docid"));
         assert!(refuse(record("idx", "")).message.contains("has an empty docid"));
+    }
+
+    // Proves one batch cannot name more indexes than batch_index_codes_max (the dealer keeps a file per
+    // index of a raw segment open); repeated codes count once.
+    #[test]
+    fn distinct_index_codes_are_bounded() {
+        let ok = LogBatch {
+            records: ["a", "b", "a", "c", "c"]
+                .iter()
+                .enumerate()
+                .map(|(i, code)| record(code, &i.to_string()))
+                .collect(),
+        };
+        prepare(ok, 1, &LIMITS).unwrap_or_else(|e| panic!("{e}"));
+        let four = LogBatch {
+            records: ["a", "b", "a", "c", "d"]
+                .iter()
+                .enumerate()
+                .map(|(i, code)| record(code, &i.to_string()))
+                .collect(),
+        };
+        let e = prepare(four, 1, &LIMITS).expect_err("accepted");
+        assert_eq!(e.reason, Reason::TooLarge);
+        assert!(
+            e.message
+                .contains("more than writer.batch_index_codes_max = 3 indexes (reached at record 5)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub const DEFAULT_RECORD_BYTES_MAX: u32 = 10_000_000;
 pub const DEFAULT_BATCH_BYTES_MAX: u32 = 16 << 20;
 /// More records than this in one batch is a client bug, not a workload (IndexTank's API sends ≤ 1000).
 pub const DEFAULT_BATCH_RECORDS_MAX: u32 = 100_000;
+/// IndexTank's API batches a few indexes' documents per call; a batch naming thousands is a client bug or
+/// an attack on the dealer (one open file and buffer per index of a raw segment).
+pub const DEFAULT_BATCH_INDEX_CODES_MAX: u32 = 1000;
 /// File descriptors are the limit that matters; the unit's `LimitNOFILE=` is well above this.
 pub const DEFAULT_CONNECTIONS_MAX: usize = 1024;
 /// The journal's own bounds on a segment (`logtank_journal` refuses anything outside them).
@@ -109,8 +112,16 @@ pub struct WriterSection {
     /// The largest batch as stored (the concatenated records).
     pub batch_bytes_max: u32,
     pub batch_records_max: u32,
+    /// Distinct `index_code`s in one batch: the dealer keeps a file open per index of a raw segment.
+    pub batch_index_codes_max: u32,
     /// Client connections served at once; more wait in the kernel's accept queue.
     pub connections_max: usize,
+    /// Connections one client address may hold; more are closed at once (0 = only `connections_max`).
+    pub connections_per_address_max: usize,
+    /// A connection that starts no request for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A request must arrive whole within this of its first bytes.
+    pub request_read_timeout_ms: u64,
     /// `host:port` registered in coordination; absent = the listen address, with `0.0.0.0` (or `::`)
     /// replaced by this host's name.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -128,7 +139,11 @@ impl Default for WriterSection {
             record_bytes_max: DEFAULT_RECORD_BYTES_MAX,
             batch_bytes_max: DEFAULT_BATCH_BYTES_MAX,
             batch_records_max: DEFAULT_BATCH_RECORDS_MAX,
+            batch_index_codes_max: DEFAULT_BATCH_INDEX_CODES_MAX,
             connections_max: DEFAULT_CONNECTIONS_MAX,
+            connections_per_address_max: logtank_thrift_server::CONNECTIONS_PER_ADDRESS_MAX_DEFAULT,
+            idle_timeout_ms: logtank_thrift_server::IDLE_TIMEOUT_DEFAULT.as_millis() as u64,
+            request_read_timeout_ms: logtank_thrift_server::REQUEST_READ_TIMEOUT_DEFAULT.as_millis() as u64,
             advertise: None,
         }
     }
@@ -295,10 +310,13 @@ impl WriterConfig {
                 format!("must be within {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX}"),
             );
         }
-        if w.batch_bytes_max == 0 || w.batch_bytes_max > PAYLOAD_BYTES_MAX {
+        // The writer must accept nothing the storage layer cannot read back: a batch larger than the
+        // dealer's frame limit would be acknowledged, then reported corrupt at every dealing attempt.
+        let batch_max = PAYLOAD_BYTES_MAX.min(logtank_storage::FRAME_PAYLOAD_BYTES_MAX);
+        if w.batch_bytes_max == 0 || w.batch_bytes_max > batch_max {
             return invalid(
                 "writer.batch_bytes_max",
-                format!("must be within 1..={PAYLOAD_BYTES_MAX}"),
+                format!("must be within 1..={batch_max} (the largest batch the dealer reads back)"),
             );
         }
         let fits = w.segment_size_bytes - (SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES) as u64;
@@ -311,14 +329,29 @@ impl WriterConfig {
                 ),
             );
         }
-        if w.record_bytes_max == 0 {
-            return invalid("writer.record_bytes_max", "must be positive".into());
+        // The dealer decodes records with the storage limits: a record is at most as long as its longest
+        // string, so within STRING_BYTES_MAX every record the writer takes decodes there.
+        let record_max = logtank_thrift::binary::STRING_BYTES_MAX.min(u32::MAX as usize) as u32;
+        if w.record_bytes_max == 0 || w.record_bytes_max > record_max {
+            return invalid(
+                "writer.record_bytes_max",
+                format!("must be within 1..={record_max} (the largest record the dealer reads back)"),
+            );
+        }
+        if w.batch_index_codes_max == 0 {
+            return invalid("writer.batch_index_codes_max", "must be positive".into());
         }
         if w.batch_records_max == 0 {
             return invalid("writer.batch_records_max", "must be positive".into());
         }
         if w.connections_max == 0 {
             return invalid("writer.connections_max", "must be positive".into());
+        }
+        if w.idle_timeout_ms == 0 {
+            return invalid("writer.idle_timeout_ms", "must be positive".into());
+        }
+        if w.request_read_timeout_ms == 0 {
+            return invalid("writer.request_read_timeout_ms", "must be positive".into());
         }
         if let Some(advertise) = &w.advertise {
             if let Err(e) = check_advertise(advertise) {

@@ -53,9 +53,12 @@ pub fn thrift_limits(batch_bytes_max: u32) -> Limits {
 
 /// How the client port serves: `LogWriter` in log lines, the limits of [`thrift_limits`], and a broken
 /// connection logged at warn (a client that sends what is not a batch is a bug to find).
-pub fn port_options(limits: Limits, connections_max: usize) -> PortOptions {
+pub fn port_options(limits: Limits, section: &crate::config::WriterSection) -> PortOptions {
     PortOptions {
-        connections_max,
+        connections_max: section.connections_max,
+        connections_per_address_max: section.connections_per_address_max,
+        idle_timeout: std::time::Duration::from_millis(section.idle_timeout_ms),
+        request_read_timeout: std::time::Duration::from_millis(section.request_read_timeout_ms),
         read_chunk_bytes: READ_CHUNK_BYTES,
         broken_log_level: log::Level::Warn,
         raw_batches: true,
@@ -110,8 +113,11 @@ impl Handler for WriterPort {
         });
     }
 
-    fn broken(&self, _cause: Broken) {
-        self.shared.metrics.reject(Reason::Protocol);
+    fn broken(&self, cause: Broken) {
+        self.shared.metrics.reject(match cause {
+            Broken::Protocol => Reason::Protocol,
+            Broken::Stream | Broken::Refused => Reason::Connection,
+        });
     }
 
     fn connections(&self, delta: i64) {

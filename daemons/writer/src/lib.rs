@@ -65,6 +65,7 @@ pub(crate) struct Settings {
     pub record_bytes_max: u32,
     pub batch_bytes_max: u32,
     pub batch_records_max: u32,
+    pub batch_index_codes_max: u32,
     pub readonly_check_interval: Duration,
 }
 
@@ -75,6 +76,7 @@ impl Settings {
             record_bytes_max: c.writer.record_bytes_max,
             batch_bytes_max: c.writer.batch_bytes_max,
             batch_records_max: c.writer.batch_records_max,
+            batch_index_codes_max: c.writer.batch_index_codes_max,
             readonly_check_interval: Duration::from_millis(c.readonly.check_interval_ms),
         }
     }
@@ -84,6 +86,7 @@ impl Settings {
             record_bytes_max: self.record_bytes_max,
             batch_bytes_max: self.batch_bytes_max,
             batch_records_max: self.batch_records_max,
+            batch_index_codes_max: self.batch_index_codes_max,
         }
     }
 }
@@ -310,10 +313,7 @@ impl Daemon for Writer {
         });
         let accept = tokio::spawn(logtank_thrift_server::serve(
             listener,
-            conn::port_options(
-                conn::thrift_limits(settings.batch_bytes_max),
-                config.writer.connections_max,
-            ),
+            conn::port_options(conn::thrift_limits(settings.batch_bytes_max), &config.writer),
             port,
             tracker.clone(),
             ctx.shutdown().clone(),
@@ -395,6 +395,18 @@ impl Daemon for Writer {
             (
                 "writer.connections_max",
                 old.writer.connections_max != config.writer.connections_max,
+            ),
+            (
+                "writer.connections_per_address_max",
+                old.writer.connections_per_address_max != config.writer.connections_per_address_max,
+            ),
+            (
+                "writer.idle_timeout_ms",
+                old.writer.idle_timeout_ms != config.writer.idle_timeout_ms,
+            ),
+            (
+                "writer.request_read_timeout_ms",
+                old.writer.request_read_timeout_ms != config.writer.request_read_timeout_ms,
             ),
             (
                 "writer.advertise",

@@ -24,6 +24,9 @@ pub enum Reason {
     Protocol,
     /// Bookies mode: the batch could not be replicated (quorum lost, fenced).
     Replication,
+    /// A connection was not served (its address held the per-address limit) or was closed because a
+    /// request did not arrive whole in time.
+    Connection,
 }
 
 impl Reason {
@@ -36,6 +39,7 @@ impl Reason {
             Reason::UnknownMethod => "unknown_method",
             Reason::Protocol => "protocol",
             Reason::Replication => "replication",
+            Reason::Connection => "connection",
         }
     }
 }

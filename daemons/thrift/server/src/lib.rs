@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use logtank_runtime::{accept_bounded, Shutdown, WorkTracker};
+use logtank_runtime::{accept_bounded, PerAddressLimit, Shutdown, WorkTracker};
 use logtank_thrift::binary::Limits;
 use logtank_thrift::{Call, CallDecoder, ExceptionKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,6 +44,16 @@ pub const READ_CHUNK_BYTES_DEFAULT: usize = 64 << 10;
 pub const IDLE_BUFFER_BYTES_MIN: usize = 1 << 20;
 /// A client that does not take its reply within this long is dropped (a page is a few MiB at most).
 pub const REPLY_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections one client address may hold on a port unless the port says otherwise: a quarter of
+/// [`CONNECTIONS_MAX_DEFAULT`], so a host that opens sockets and sends nothing cannot take the port from
+/// everyone else, while one API host still has room for a large pool.
+pub const CONNECTIONS_PER_ADDRESS_MAX_DEFAULT: usize = 256;
+/// A connection that starts no request for this long is closed (clients reconnect; an idle socket must
+/// not hold a slot for ever).
+pub const IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(300);
+/// Once a request's first bytes arrived, the rest must arrive within this (a client that sends a byte a
+/// minute holds its slot and its buffer for nothing).
+pub const REQUEST_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// After shutdown, how long a connection in the middle of a request may take to send the rest.
 pub const SHUTDOWN_READ_GRACE: Duration = Duration::from_secs(2);
 
@@ -77,8 +87,11 @@ pub enum Broken {
     /// request larger than the buffer). A PROTOCOL_ERROR went back if a name and seqid were known.
     Protocol,
     /// The client left inside a request, the socket failed, a reply was not taken in time, or a request
-    /// half received at shutdown did not complete within the grace.
+    /// half received at shutdown did not complete within the grace, or a request did not arrive whole
+    /// within the port's `request_read_timeout`.
     Stream,
+    /// Not served at all: its address already held the port's per-address limit of connections.
+    Refused,
 }
 
 /// How a port serves: its name in log lines, the decoder's limits and the connection bounds.
@@ -89,6 +102,13 @@ pub struct PortOptions {
     /// Bounds on what a client may send; `message_bytes_max` also bounds each connection's receive buffer.
     pub limits: Limits,
     pub connections_max: usize,
+    /// Connections one client address may hold (0 = no limit besides `connections_max`); more are
+    /// accepted and closed at once.
+    pub connections_per_address_max: usize,
+    /// A connection with no request started for this long is closed.
+    pub idle_timeout: Duration,
+    /// A request must be received whole within this of its first bytes.
+    pub request_read_timeout: Duration,
     /// Bytes asked of the socket per read; a port receiving large requests reads more at once.
     pub read_chunk_bytes: usize,
     /// The level of the one line logged when a connection is closed because it broke.
@@ -105,6 +125,9 @@ impl PortOptions {
             name,
             limits,
             connections_max: CONNECTIONS_MAX_DEFAULT,
+            connections_per_address_max: CONNECTIONS_PER_ADDRESS_MAX_DEFAULT,
+            idle_timeout: IDLE_TIMEOUT_DEFAULT,
+            request_read_timeout: REQUEST_READ_TIMEOUT_DEFAULT,
             read_chunk_bytes: READ_CHUNK_BYTES_DEFAULT,
             broken_log_level: log::Level::Info,
             raw_batches: false,
@@ -125,7 +148,19 @@ pub async fn serve<H: Handler>(
     tracker: WorkTracker,
     shutdown: Shutdown,
 ) {
+    let per_address = PerAddressLimit::default();
     let on_accept = |stream: TcpStream, peer: SocketAddr, permit| {
+        let Some(slot) = per_address.try_acquire(peer.ip(), options.connections_per_address_max) else {
+            log::warn!(
+                "{}: {} already holds {} connections (the per-address limit); closing a new one",
+                options.name,
+                peer.ip(),
+                options.connections_per_address_max
+            );
+            handler.broken(Broken::Refused);
+            drop(stream);
+            return;
+        };
         let guard = tracker.start();
         let (handler, shutdown) = (handler.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -138,6 +173,7 @@ pub async fn serve<H: Handler>(
             // journal): gone before the tracker says so.
             drop(handler);
             drop(guard);
+            drop(slot);
             drop(permit);
         });
     };
@@ -165,6 +201,8 @@ struct Connection {
     out: Vec<u8>,
     /// Set when shutdown finds a request half received: the rest must arrive by then.
     grace_until: Option<Instant>,
+    /// When the first bytes of the request being received arrived (None between requests).
+    request_started: Option<Instant>,
 }
 
 /// Why a connection ended.
@@ -183,6 +221,10 @@ enum Read {
     End,
     /// Shutdown, and the half-received request did not complete within the grace.
     GraceOver,
+    /// No request started within the idle timeout.
+    Idle,
+    /// A request started and did not arrive whole within the request read timeout.
+    RequestTimedOut,
 }
 
 impl Connection {
@@ -199,6 +241,7 @@ impl Connection {
             },
             out: Vec::new(),
             grace_until: None,
+            request_started: None,
         }
     }
 
@@ -224,6 +267,7 @@ impl Connection {
             match self.decoder.decode(&self.inbuf) {
                 Ok(Some((incoming, used))) => {
                     self.inbuf.drain(..used);
+                    self.request_started = None;
                     if self.inbuf.is_empty() && self.inbuf.capacity() > self.options.idle_buffer_bytes_max() {
                         self.inbuf = Vec::new();
                     }
@@ -276,6 +320,23 @@ impl Connection {
                         ),
                     )
                 }
+                Ok(Read::Idle) => {
+                    log::debug!(
+                        "{}: closing the connection of {}: idle for {} s",
+                        self.options.name,
+                        self.peer,
+                        self.options.idle_timeout.as_secs()
+                    );
+                    return End::Closed;
+                }
+                Ok(Read::RequestTimedOut) => {
+                    let why = format!(
+                        "{} bytes of a request did not complete within {} ms",
+                        self.inbuf.len(),
+                        self.options.request_read_timeout.as_millis()
+                    );
+                    return End::Broken(Broken::Stream, why);
+                }
                 Ok(Read::GraceOver) => {
                     let why = format!(
                         "shutting down, and {} bytes of an incomplete request did not complete within {} ms",
@@ -311,9 +372,17 @@ impl Connection {
                     Err(_) => return Ok(Read::GraceOver),
                 }
             }
+            // Between requests the idle timeout runs; inside one, the request's own read timeout.
+            let (deadline, expired) = if self.inbuf.is_empty() {
+                (Instant::now() + self.options.idle_timeout, Read::Idle)
+            } else {
+                let started = *self.request_started.get_or_insert_with(Instant::now);
+                (started + self.options.request_read_timeout, Read::RequestTimedOut)
+            };
             tokio::select! {
                 r = read_some(&mut self.stream, &mut self.inbuf, want) => break r,
                 _ = shutdown.wait() => {}
+                _ = tokio::time::sleep_until(deadline) => return Ok(expired),
             }
         };
         Ok(if read? == 0 { Read::End } else { Read::Bytes })

@@ -25,6 +25,7 @@ struct Counting {
     refused: AtomicUsize,
     protocol: AtomicUsize,
     stream: AtomicUsize,
+    not_served: AtomicUsize,
     open: AtomicI64,
 }
 
@@ -45,6 +46,7 @@ impl Handler for Counting {
         match cause {
             Broken::Protocol => self.protocol.fetch_add(1, Ordering::SeqCst),
             Broken::Stream => self.stream.fetch_add(1, Ordering::SeqCst),
+            Broken::Refused => self.not_served.fetch_add(1, Ordering::SeqCst),
         };
     }
 
@@ -62,15 +64,16 @@ struct Server {
 }
 
 async fn start(handler: Counting, connections_max: usize) -> Server {
+    start_with(handler, |o| PortOptions { connections_max, ..o }).await
+}
+
+async fn start_with(handler: Counting, options: impl FnOnce(PortOptions) -> PortOptions) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (trigger, shutdown) = shutdown::channel();
     let handler = Arc::new(handler);
     let tracker = WorkTracker::new();
-    let options = PortOptions {
-        connections_max,
-        ..PortOptions::new("Test", Limits::default())
-    };
+    let options = options(PortOptions::new("Test", Limits::default()));
     let accept = tokio::spawn(serve(
         listener,
         options,
@@ -207,6 +210,59 @@ async fn connections_beyond_the_limit_wait() {
     );
     drop(first);
     assert_eq!(reply(&mut second).await.unwrap().seqid, 2);
+}
+
+// Proves one address holds at most `connections_per_address_max` connections (more are closed at once and
+// reported as Refused) while another address is served.
+#[tokio::test]
+async fn connections_per_address_are_bounded() {
+    let server = start_with(Counting::default(), |o| PortOptions {
+        connections_per_address_max: 2,
+        ..o
+    })
+    .await;
+    let from = |ip: &str| {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        socket.connect(server.addr)
+    };
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(from("127.0.0.7").await.unwrap());
+    }
+    let mut third = from("127.0.0.7").await.unwrap();
+    let mut byte = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(10), third.read(&mut byte)).await;
+    assert!(matches!(n, Ok(Ok(0) | Err(_))), "the third was closed: {n:?}");
+    let mut other = from("127.0.0.1").await.unwrap();
+    other.write_all(&call(5)).await.unwrap();
+    assert_eq!(reply(&mut other).await.unwrap().seqid, 5);
+    assert_eq!(server.handler.not_served.load(Ordering::SeqCst), 1);
+    drop(held);
+}
+
+// Proves a connection with no request for `idle_timeout` is closed, and one whose request stops arriving is
+// closed after `request_read_timeout` and reported as a broken stream.
+#[tokio::test]
+async fn idle_and_stalled_connections_are_closed() {
+    let server = start_with(Counting::default(), |o| PortOptions {
+        idle_timeout: Duration::from_millis(200),
+        request_read_timeout: Duration::from_millis(200),
+        ..o
+    })
+    .await;
+    let mut byte = [0u8; 1];
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut byte)).await;
+    assert!(matches!(n, Ok(Ok(0))), "idle closed: {n:?}");
+    let mut stalled = TcpStream::connect(server.addr).await.unwrap();
+    stalled.write_all(&call(1)[..10]).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut byte)).await;
+    assert!(matches!(n, Ok(Ok(0) | Err(_))), "stalled closed: {n:?}");
+    eventually("the stalled request to count as a broken stream", || {
+        server.handler.stream.load(Ordering::SeqCst) == 1
+    })
+    .await;
 }
 
 // Proves the drain at shutdown: a call being handled is answered, a call half received completes within the
