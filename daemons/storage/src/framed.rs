@@ -207,10 +207,19 @@ pub(crate) struct SegmentWriter {
 impl SegmentWriter {
     /// Starts `dir/.tmp-<label>`; a leftover of a crash under that name is overwritten.
     pub fn create(dir: &Path, label: &str) -> Result<SegmentWriter, StorageError> {
+        SegmentWriter::create_buffered(dir, label, WRITE_BUFFER_BYTES)
+    }
+
+    /// [`SegmentWriter::create`] with a write buffer of `buffer_bytes` (the dealer writes many at once).
+    pub fn create_buffered(
+        dir: &Path,
+        label: &str,
+        buffer_bytes: usize,
+    ) -> Result<SegmentWriter, StorageError> {
         logtank_durable::create_dir_all_durably(dir)?;
         let tmp = dir.join(format!(".tmp-{label}"));
         let file = File::create(&tmp).at(&tmp)?;
-        let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
+        let mut out = BufWriter::with_capacity(buffer_bytes, file);
         out.write_all(&SegmentHeader { first_seq: 1 }.encode()).at(&tmp)?;
         Ok(SegmentWriter {
             tmp,

@@ -353,34 +353,62 @@ fn open_raw(storage: &Storage, first_seq: u64) -> Result<Option<FramedFile>, Sto
     Ok(None)
 }
 
+/// The index codes found in each undealt raw segment, and how far each was scanned. A `read_page` of an
+/// index with no directory (too new to be dealt, or not there at all) must know whether the raw log holds
+/// it; scanning every undealt segment for each such call let any client make the reader walk gigabytes per
+/// request with made-up index codes. Scanned once per byte instead, the codes kept per segment until it is
+/// dealt.
+#[derive(Debug, Default)]
+pub(crate) struct UndealtCodes {
+    segments: std::collections::BTreeMap<u64, ScannedSegment>,
+}
+
+#[derive(Debug, Default)]
+struct ScannedSegment {
+    /// Where the next unscanned frame starts.
+    offset: u64,
+    codes: std::collections::HashSet<String>,
+}
+
 /// Whether any raw segment not dealt yet holds a record of `code` (an index too new to have a directory).
 fn undealt_raw_has(storage: &Storage, code: &str) -> Result<bool, StorageError> {
     let next = storage.dealer_next_seq()?.unwrap_or(0);
     let limits = logtank_thrift::binary::Limits::default();
-    for segment in raw::list(&storage.layout.raw_live(), false)? {
-        if segment.first_seq < next && next != 0 {
-            continue;
-        }
+    let mut cache = storage.undealt_codes.lock().unwrap_or_else(|p| p.into_inner());
+    let undealt: Vec<_> = raw::list(&storage.layout.raw_live(), false)?
+        .into_iter()
+        .filter(|s| next == 0 || s.first_seq >= next)
+        .collect();
+    // Dealt (or removed) segments are answered by the index directories from now on.
+    cache
+        .segments
+        .retain(|first, _| undealt.iter().any(|s| s.first_seq == *first));
+    let mut found = false;
+    for segment in undealt {
+        let scanned = cache.segments.entry(segment.first_seq).or_default();
         let Some(file) = FramedFile::open(&segment.path)? else {
             continue;
         };
-        let mut offset = 0;
         loop {
-            let span = file.read_span(offset, 8 << 20)?;
+            let span = file.read_span(scanned.offset, 8 << 20)?;
             for frame in &span.frames {
                 for record in raw::batch_records(span.payload(frame), &limits).flatten() {
-                    if codec::record_index_code(record, &limits).ok().flatten() == Some(code) {
-                        return Ok(true);
+                    if let Ok(Some(c)) = codec::record_index_code(record, &limits) {
+                        if !scanned.codes.contains(c) {
+                            scanned.codes.insert(c.to_string());
+                        }
                     }
                 }
             }
+            // Only whole frames count as scanned: the head segment's tail may be a write in progress.
+            scanned.offset = span.next_offset;
             if span.at_end || span.bad.is_some() || span.frames.is_empty() {
                 break;
             }
-            offset = span.next_offset;
         }
+        found |= scanned.codes.contains(code);
     }
-    Ok(false)
+    Ok(found)
 }
 
 fn touch(path: &std::path::Path) {

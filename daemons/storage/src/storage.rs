@@ -102,6 +102,9 @@ pub struct Storage {
     pub(crate) options: StorageOptions,
     pub(crate) queue: Mutex<OptimizationQueue>,
     pub(crate) deletions: Mutex<Vec<String>>,
+    /// Which index codes the undealt raw segments hold, scanned incrementally (see
+    /// [`reader::UndealtCodes`]), so `read_page` of an index with no directory costs the new bytes only.
+    pub(crate) undealt_codes: Mutex<reader::UndealtCodes>,
 }
 
 impl Storage {
@@ -115,6 +118,7 @@ impl Storage {
             options,
             queue: Mutex::new(OptimizationQueue::default()),
             deletions: Mutex::new(Vec::new()),
+            undealt_codes: Mutex::new(reader::UndealtCodes::default()),
         })
     }
 

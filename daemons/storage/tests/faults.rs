@@ -188,6 +188,97 @@ fn a_missing_index_is_an_error_and_bad_codes_are_refused() {
     assert!(matches!(err, StorageError::InvalidToken { .. }), "{err}");
 }
 
+/// `read_page` of an index with no directory remembers what it scanned of the undealt raw log (each such
+/// call used to scan all of it: unbounded work for a client sending made-up index codes). The memory must
+/// not go stale: an index that arrives later, in the same segment or a new one, is found, and so is one
+/// that is dealt meanwhile.
+#[test]
+fn indexes_that_arrive_after_a_miss_are_found() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = Layout::new(dir.path());
+    let storage = Storage::open(layout.clone(), StorageOptions::default()).expect("open");
+    let options = JournalOptions {
+        segment_size_bytes: 1 << 20,
+        ..journal_options()
+    };
+    let (journal, _) = Journal::open(&layout.raw_live(), options).expect("journal");
+    let append = |code: &str| {
+        let mut payload = Vec::new();
+        let record = LogRecord {
+            index_code: Some(code.into()),
+            docid: Some("d".into()),
+            timestamp_ms: Some(1),
+            ..LogRecord::default()
+        };
+        codec::encode_record(&mut payload, &record);
+        let seq = journal.append(&payload).expect("append");
+        journal.wait_durable(seq).expect("durable");
+    };
+    append("first");
+    for _ in 0..3 {
+        let err = read_all(&storage, "later").expect_err("not there yet");
+        assert!(matches!(err, StorageError::NoSuchIndex(_)), "{err}");
+    }
+    // The same segment, grown since the scans.
+    append("later");
+    assert_eq!(
+        read_all(&storage, "later").expect("found in the grown segment"),
+        1
+    );
+    journal.close().expect("close");
+    write_raw(&layout, "newest", 1);
+    assert_eq!(read_all(&storage, "newest").expect("found in a new segment"), 3);
+    storage.deal(&|| true).expect("deal");
+    assert_eq!(read_all(&storage, "later").expect("dealt"), 1);
+    assert!(matches!(
+        read_all(&storage, "never").expect_err("never written"),
+        StorageError::NoSuchIndex(_)
+    ));
+}
+
+/// A raw segment naming more indexes than the dealer writes at once (256: a file and a buffer each) is
+/// dealt in passes, and every index gets all of its records.
+#[test]
+fn a_segment_naming_many_indexes_is_dealt_in_passes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = Layout::new(dir.path());
+    let storage = Storage::open(layout.clone(), StorageOptions::default()).expect("open");
+    let options = JournalOptions {
+        segment_size_bytes: 4 << 20,
+        record_bytes_max: 1 << 20,
+        ..journal_options()
+    };
+    let codes: Vec<String> = (0..600).map(|i| format!("index-{i}")).collect();
+    {
+        let (journal, _) = Journal::open(&layout.raw_live(), options.clone()).expect("journal");
+        for round in 0..2 {
+            for chunk in codes.chunks(100) {
+                let mut payload = Vec::new();
+                for code in chunk {
+                    let record = LogRecord {
+                        index_code: Some(code.clone()),
+                        docid: Some(format!("doc-{round}")),
+                        timestamp_ms: Some(1),
+                        ..LogRecord::default()
+                    };
+                    codec::encode_record(&mut payload, &record);
+                }
+                journal.append(&payload).expect("append");
+            }
+        }
+        journal.close().expect("close");
+    }
+    // A new segment closes the one written above, so the dealer takes it.
+    let (journal, _) = Journal::open(&layout.raw_live(), options).expect("reopen");
+    storage.deal(&|| true).expect("deal");
+    journal.close().expect("close");
+    for code in &codes {
+        assert_eq!(read_all(&storage, code).expect("read"), 2, "{code}");
+        let segments = fs::read_dir(layout.segments(code)).expect("segments").count();
+        assert_eq!(segments, 1, "{code}: one unsorted segment");
+    }
+}
+
 /// Regression: with two snapshots of an index, the newest is the one kept and read, and the pipeline
 /// settles (it used to delete the newest snapshot and rebuild it every cycle).
 #[test]

@@ -341,13 +341,27 @@ impl CallDecoder {
     }
 }
 
+/// The most message bytes decoded again to say where a scanner error is (see [`with_context`]).
+pub const CONTEXT_DECODE_BYTES_MAX: usize = 1 << 20;
+
 /// The scanner knows what is wrong but not in which field; the arguments' decoder, run over the same
 /// bytes, meets the same error and says where ("… in field 4 of LogRecord in element 2 of …"). Its message
 /// is used only when it is that same error (an argument error earlier in the message could come first).
+///
+/// That decode builds every record before the error, so it runs only when the bytes received are at most
+/// [`CONTEXT_DECODE_BYTES_MAX`]: past that, a hostile client's huge broken batch would cost a full decode
+/// (and its allocations) for a better-worded error; the scanner's message, which says what is wrong, goes
+/// back with the offset instead.
 fn with_context(scan_message: String, name: &str, buf: &[u8], body_start: usize, limits: &Limits) -> String {
     let Some(method) = Method::from_name(name) else {
         return scan_message;
     };
+    if buf.len().saturating_sub(body_start) > CONTEXT_DECODE_BYTES_MAX {
+        return format!(
+            "{scan_message} (within the first {} bytes of the message)",
+            buf.len()
+        );
+    }
     match read_args(&mut Reader::resume(buf, 0, body_start, limits), method, false) {
         Err(DecodeError::Invalid(m)) if m.starts_with(&scan_message) => m,
         _ => scan_message,
@@ -1085,6 +1099,33 @@ mod tests {
              in field 4 of LogRecord in element 1 of list<LogRecord> in field 1 of LogBatch \
              in field 1 of send_batch_args"
         );
+    }
+
+    /// Proves a broken message larger than CONTEXT_DECODE_BYTES_MAX is not decoded a second time to word
+    /// its error: the scanner's message comes back without the field path.
+    #[test]
+    fn a_huge_broken_batch_is_not_decoded_again_for_its_error() {
+        let mut out = Vec::new();
+        let mut w = Writer::new(&mut out);
+        w.message_header("send_batch", message_type::CALL, 9);
+        w.field(ttype::STRUCT, 1)
+            .field(ttype::LIST, 1)
+            .list_header(ttype::STRUCT, 3000);
+        let docid = "d".repeat(1000);
+        for _ in 0..2000 {
+            w.field(ttype::STRING, 4).string(&docid).stop();
+        }
+        w.field(ttype::STRING, 4).i32(i32::MAX);
+        assert!(out.len() > CONTEXT_DECODE_BYTES_MAX);
+        let err = decode_call(&out, &lim()).unwrap_err();
+        assert_eq!(err.seqid, Some(9));
+        assert!(
+            err.message
+                .starts_with("invalid message send_batch: string length 2147483647 exceeds the limit"),
+            "{err}"
+        );
+        assert!(!err.message.contains("in element"), "{err}");
+        assert!(err.message.contains("within the first"), "{err}");
     }
 
     /// Garbage and non-strict headers make the stream unusable.

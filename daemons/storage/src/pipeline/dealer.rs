@@ -6,7 +6,7 @@
 //! the segment again, producing the same file names (the rename replaces them); a crash after it only
 //! archives. Continuity is exact: the next segment to deal must start at the recorded sequence number.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use logtank_thrift::codec;
 
@@ -19,6 +19,12 @@ use crate::{fsutil, Storage};
 
 /// Bytes of raw segment read per step.
 const DEAL_READ_BYTES: usize = 8 << 20;
+/// Per-index segments written at once while dealing one raw segment: open files and write buffers are
+/// what a raw segment naming many indexes would otherwise cost without bound (the writer bounds the
+/// indexes of one batch, not of a segment). Beyond it the segment is read again for the rest.
+pub(crate) const DEAL_OUTPUTS_OPEN_MAX: usize = 256;
+/// The write buffer of each per-index segment being dealt (DEAL_OUTPUTS_OPEN_MAX of them: 16 MiB).
+const DEAL_OUTPUT_BUFFER_BYTES: usize = 64 << 10;
 
 pub(crate) fn deal_closed_segments(
     storage: &Storage,
@@ -115,72 +121,126 @@ fn deal_one(
     let (named_from, named_to) = (from + offset, to + offset);
     let label = format!("{named_from:020}-{named_to:020}.unsorted");
     let mut newest_ms: Option<u64> = None;
-    let mut outputs: HashMap<String, SegmentWriter> = HashMap::new();
-    let mut expected_seq = from;
-    let mut offset = 0;
-    let mut encoded = Vec::new();
     let mut skipped = 0u64;
+    // At most DEAL_OUTPUTS_OPEN_MAX indexes are written at once (a file and a buffer each): a raw segment
+    // naming more is dealt in passes, each over the indexes the earlier ones did not take.
+    let mut dealt: HashSet<String> = HashSet::new();
+    let mut passes = 0usize;
     loop {
-        let span = file.read_span(offset, DEAL_READ_BYTES)?;
-        for frame in &span.frames {
-            if frame.seq != expected_seq {
-                return Err(corrupt(
-                    frame.offset,
-                    format!("sequence {} where {expected_seq} was expected", frame.seq),
-                ));
-            }
-            expected_seq += 1;
-            for record in raw::batch_records(span.payload(frame), limits) {
-                let record = record.map_err(|e| corrupt(frame.offset, e))?;
-                let (mut record, _) =
-                    codec::decode_record(record, limits).map_err(|e| corrupt(frame.offset, e.to_string()))?;
-                if let Some(ms) = record.timestamp_ms.and_then(|ms| u64::try_from(ms).ok()) {
-                    newest_ms = newest_ms.max(Some(ms));
-                }
-                let Some(code) = record.index_code.take() else {
-                    skipped += 1;
-                    continue;
-                };
-                if check_index_code(&code).is_err() || record.docid.is_none() {
-                    skipped += 1;
-                    continue;
-                }
-                encoded.clear();
-                codec::encode_record(&mut encoded, &record);
-                let writer = match outputs.get_mut(&code) {
-                    Some(writer) => writer,
-                    None => {
-                        let writer = SegmentWriter::create(&layout.segments(&code), &label)?;
-                        outputs.entry(code).or_insert(writer)
-                    }
-                };
-                writer.append(&encoded)?;
-            }
-        }
-        if let Some(bad) = span.bad {
-            for (_, writer) in outputs.drain() {
+        let first_pass = passes == 0;
+        passes += 1;
+        let mut outputs: HashMap<String, SegmentWriter> = HashMap::new();
+        let mut deferred = false;
+        let mut expected_seq = from;
+        let mut offset = 0;
+        let mut encoded = Vec::new();
+        let abandon = |outputs: HashMap<String, SegmentWriter>| {
+            for (_, writer) in outputs {
                 writer.abandon();
             }
+        };
+        loop {
+            let span = file.read_span(offset, DEAL_READ_BYTES)?;
+            for frame in &span.frames {
+                if frame.seq != expected_seq {
+                    abandon(outputs);
+                    return Err(corrupt(
+                        frame.offset,
+                        format!("sequence {} where {expected_seq} was expected", frame.seq),
+                    ));
+                }
+                expected_seq += 1;
+                for record in raw::batch_records(span.payload(frame), limits) {
+                    let decoded = record.map_err(|e| corrupt(frame.offset, e)).and_then(|r| {
+                        codec::decode_record(r, limits).map_err(|e| corrupt(frame.offset, e.to_string()))
+                    });
+                    let (mut record, _) = match decoded {
+                        Ok(d) => d,
+                        Err(e) => {
+                            abandon(outputs);
+                            return Err(e);
+                        }
+                    };
+                    let Some(code) = record.index_code.take() else {
+                        skipped += u64::from(first_pass);
+                        continue;
+                    };
+                    if check_index_code(&code).is_err() || record.docid.is_none() {
+                        skipped += u64::from(first_pass);
+                        continue;
+                    }
+                    if first_pass {
+                        if let Some(ms) = record.timestamp_ms.and_then(|ms| u64::try_from(ms).ok()) {
+                            newest_ms = newest_ms.max(Some(ms));
+                        }
+                    }
+                    if dealt.contains(&code) {
+                        continue;
+                    }
+                    let open = outputs.len();
+                    let writer = match outputs.get_mut(&code) {
+                        Some(writer) => writer,
+                        None if open >= DEAL_OUTPUTS_OPEN_MAX => {
+                            deferred = true;
+                            continue;
+                        }
+                        None => {
+                            let writer = match SegmentWriter::create_buffered(
+                                &layout.segments(&code),
+                                &label,
+                                DEAL_OUTPUT_BUFFER_BYTES,
+                            ) {
+                                Ok(w) => w,
+                                Err(e) => {
+                                    abandon(outputs);
+                                    return Err(e);
+                                }
+                            };
+                            outputs.entry(code).or_insert(writer)
+                        }
+                    };
+                    encoded.clear();
+                    codec::encode_record(&mut encoded, &record);
+                    if let Err(e) = writer.append(&encoded) {
+                        abandon(outputs);
+                        return Err(e);
+                    }
+                }
+            }
+            if let Some(bad) = span.bad {
+                abandon(outputs);
+                return Err(corrupt(
+                    span.next_offset,
+                    format!("{bad}; a closed raw segment must be whole: refusing to deal it"),
+                ));
+            }
+            if span.at_end || span.frames.is_empty() {
+                break;
+            }
+            offset = span.next_offset;
+        }
+        if expected_seq != to {
+            abandon(outputs);
             return Err(corrupt(
-                span.next_offset,
-                format!("{bad}; a closed raw segment must be whole: refusing to deal it"),
+                offset,
+                format!(
+                    "the segment ends before sequence {expected_seq}, but the next raw segment starts at {to}"
+                ),
             ));
         }
-        if span.at_end || span.frames.is_empty() {
+        for (code, writer) in outputs {
+            let name = SegmentName {
+                from: named_from,
+                to: named_to,
+                kind: SegmentKind::Unsorted,
+                records: writer.records(),
+            };
+            writer.finish(&layout.segment_path(&code, &name))?;
+            dealt.insert(code);
+        }
+        if !deferred {
             break;
         }
-        offset = span.next_offset;
-    }
-    if expected_seq != to {
-        for (_, writer) in outputs.drain() {
-            writer.abandon();
-        }
-        return Err(corrupt(
-            offset,
-            format!(
-                "the segment ends before sequence {expected_seq}, but the next raw segment starts at {to}"
-            ),
-        ));
     }
     if skipped > 0 {
         log::warn!(
@@ -188,15 +248,12 @@ fn deal_one(
             segment.path.display()
         );
     }
-    let indexes = outputs.len();
-    for (code, writer) in outputs {
-        let name = SegmentName {
-            from: named_from,
-            to: named_to,
-            kind: SegmentKind::Unsorted,
-            records: writer.records(),
-        };
-        writer.finish(&layout.segment_path(&code, &name))?;
+    let indexes = dealt.len();
+    if passes > 1 {
+        log::warn!(
+            "dealer: raw segment {} names {indexes} indexes, more than {DEAL_OUTPUTS_OPEN_MAX} at once: dealt in {passes} passes",
+            segment.path.display()
+        );
     }
     log::info!(
         "dealer: dealt raw segment {} (sequences {from}..{to}) into {indexes} indexes",
