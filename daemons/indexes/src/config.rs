@@ -16,8 +16,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// IndexTank's IndexesLogServer reader port (`-rp`).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:15100";
 /// IndexTank's LogManager port (`-mp`).
-pub const DEFAULT_MANAGER_LISTEN: &str = "0.0.0.0:16000";
-pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9151";
+pub const DEFAULT_MANAGER_LISTEN: &str = "127.0.0.1:16000";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9151";
 pub const DEFAULT_DATA_ROOT: &str = "/data";
 /// How often the marker files are looked at (IndexTank looked at every cycle, sleeping 15–30 s between).
 pub const DEFAULT_MARKER_POLL_MS: u64 = 1000;
@@ -81,6 +81,80 @@ pub struct IndexesSection {
     pub advertise: Option<String>,
     /// How often `<data_root>/master` and `safe_to_read` are looked at.
     pub marker_poll_ms: u64,
+    /// Addresses (`IP` or `IP/prefix-bits`) whose `delete_index` and `enqueue_for_optimization` calls are
+    /// served (default: this host's loopback); from anywhere else they are refused. Reads are served to
+    /// anyone who can connect.
+    pub manager_state_changes_from: Vec<AddressRange>,
+}
+
+/// An IP address or a prefix of them (`10.0.0.0/8`, `2001:db8::/32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressRange {
+    pub addr: std::net::IpAddr,
+    pub prefix_bits: u8,
+}
+
+impl AddressRange {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        match (self.addr, ip) {
+            (V4(a), V4(b)) => prefix_matches(&a.octets(), &b.octets(), self.prefix_bits),
+            (V6(a), V6(b)) => prefix_matches(&a.octets(), &b.octets(), self.prefix_bits),
+            (V6(a), V4(b)) => a.to_ipv4_mapped() == Some(b) && self.prefix_bits >= 96,
+            (V4(a), V6(b)) => b
+                .to_ipv4_mapped()
+                .is_some_and(|b| prefix_matches(&a.octets(), &b.octets(), self.prefix_bits)),
+        }
+    }
+}
+
+fn prefix_matches(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let bits = usize::from(bits).min(a.len() * 8);
+    let (whole, rest) = (bits / 8, bits % 8);
+    if a[..whole] != b[..whole] {
+        return false;
+    }
+    rest == 0 || (a[whole] ^ b[whole]) >> (8 - rest) == 0
+}
+
+impl std::str::FromStr for AddressRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<AddressRange, String> {
+        let (addr, bits) = s.split_once('/').map_or((s, None), |(a, b)| (a, Some(b)));
+        let addr: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| format!("'{s}' is not an IP address or IP/prefix-bits"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix_bits = match bits {
+            None => max,
+            Some(b) => b
+                .parse::<u8>()
+                .ok()
+                .filter(|b| *b <= max)
+                .ok_or_else(|| format!("'{s}': the prefix must be 0..={max} bits"))?,
+        };
+        Ok(AddressRange { addr, prefix_bits })
+    }
+}
+
+impl std::fmt::Display for AddressRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_bits)
+    }
+}
+
+impl Serialize for AddressRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AddressRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<AddressRange, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for IndexesSection {
@@ -89,6 +163,16 @@ impl Default for IndexesSection {
             manager_listen: DEFAULT_MANAGER_LISTEN.into(),
             advertise: None,
             marker_poll_ms: DEFAULT_MARKER_POLL_MS,
+            manager_state_changes_from: vec![
+                AddressRange {
+                    addr: std::net::Ipv4Addr::new(127, 0, 0, 0).into(),
+                    prefix_bits: 8,
+                },
+                AddressRange {
+                    addr: std::net::Ipv6Addr::LOCALHOST.into(),
+                    prefix_bits: 128,
+                },
+            ],
         }
     }
 }
@@ -122,6 +206,8 @@ pub struct PipelineSection {
     pub read_guard_ms: u64,
     /// Dealt raw segments are kept this long in `raw/history`.
     pub raw_history_retention_hours: u64,
+    /// A deleted index is kept in `storage/deleted-indexes` this long before its files are removed.
+    pub deleted_index_retention_hours: u64,
 }
 
 impl Default for PipelineSection {
@@ -137,6 +223,7 @@ impl Default for PipelineSection {
             optimize_inputs_max: o.optimize_inputs_max,
             read_guard_ms: o.read_guard.as_millis() as u64,
             raw_history_retention_hours: o.raw_history_retention.as_secs() / 3600,
+            deleted_index_retention_hours: o.deleted_index_retention.as_secs() / 3600,
         }
     }
 }
@@ -157,6 +244,9 @@ impl PipelineSection {
             optimize_inputs_max: self.optimize_inputs_max,
             read_guard: Duration::from_millis(self.read_guard_ms),
             raw_history_retention: Duration::from_secs(self.raw_history_retention_hours.saturating_mul(3600)),
+            deleted_index_retention: Duration::from_secs(
+                self.deleted_index_retention_hours.saturating_mul(3600),
+            ),
             ..StorageOptions::default()
         }
     }
@@ -292,10 +382,28 @@ mod tests {
         let c = IndexesConfig::default();
         assert!(c.check().is_ok());
         assert_eq!(c.server.listen, "0.0.0.0:15100");
-        assert_eq!(c.indexes.manager_listen, "0.0.0.0:16000");
-        assert_eq!(c.admin.listen, "0.0.0.0:9151");
+        assert_eq!(c.indexes.manager_listen, "127.0.0.1:16000");
+        assert_eq!(c.admin.listen, "127.0.0.1:9151");
         assert_eq!((c.io.class, c.io.level), (IoClass::BestEffort, 7));
         assert!(c.coord.coord_config().is_none());
+    }
+
+    // Proves address ranges parse and match as their prefix says, IPv4-mapped IPv6 peers included.
+    #[test]
+    fn address_ranges() {
+        let r: AddressRange = "10.1.0.0/16".parse().unwrap();
+        assert!(r.contains("10.1.200.3".parse().unwrap()));
+        assert!(!r.contains("10.2.0.1".parse().unwrap()));
+        assert!(r.contains("::ffff:10.1.0.9".parse().unwrap()));
+        let one: AddressRange = "192.0.2.7".parse().unwrap();
+        assert!(one.contains("192.0.2.7".parse().unwrap()));
+        assert!(!one.contains("192.0.2.8".parse().unwrap()));
+        let v6: AddressRange = "2001:db8::/33".parse().unwrap();
+        assert!(v6.contains("2001:db8:7fff::1".parse().unwrap()));
+        assert!(!v6.contains("2001:db8:8000::1".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "host", "10.0.0.0/x", ""] {
+            assert!(bad.parse::<AddressRange>().is_err(), "{bad}");
+        }
     }
 
     // Proves every [pipeline] key reaches StorageOptions, in the unit its name says.
@@ -311,8 +419,10 @@ mod tests {
             optimize_inputs_max: 7,
             read_guard_ms: 8,
             raw_history_retention_hours: 2,
+            deleted_index_retention_hours: 3,
         };
         let o = p.storage_options();
+        assert_eq!(o.deleted_index_retention, Duration::from_secs(3 * 3600));
         assert_eq!(o.page_bytes, 10_000);
         assert_eq!(o.sort_unsorted_segments_max, 3);
         assert_eq!(o.sort_unsorted_bytes_max, 4);

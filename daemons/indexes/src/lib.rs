@@ -264,6 +264,7 @@ impl Daemon for Indexes {
             storage,
             roles,
             metrics,
+            state_changes_from: config.indexes.manager_state_changes_from.clone(),
         });
         let tracker = WorkTracker::new();
         let limits = request_limits();

@@ -31,6 +31,9 @@ pub struct Shared {
     pub storage: Arc<Storage>,
     pub roles: Arc<Roles>,
     pub metrics: IndexesMetrics,
+    /// Who may call the LogManager's state-changing methods (`delete_index`, `enqueue_for_optimization`):
+    /// `indexes.manager_state_changes_from`.
+    pub state_changes_from: Vec<crate::config::AddressRange>,
 }
 
 /// The metrics label of a storage error.
@@ -60,12 +63,19 @@ fn refusal_label(kind: ExceptionKind) -> &'static str {
 /// Why a call failed before or inside storage.
 enum Failure {
     Refused(crate::roles::NotServing),
+    /// A state-changing call from an address `indexes.manager_state_changes_from` does not name.
+    NotAllowed(String),
     Storage(StorageError),
     /// The blocking task died (a panic: the process is aborting anyway) or was cancelled.
     Internal(String),
 }
 
 impl Shared {
+    /// Whether `peer` may delete indexes and queue optimizations.
+    pub fn may_change_state(&self, peer: std::net::SocketAddr) -> bool {
+        self.state_changes_from.iter().any(|r| r.contains(peer.ip()))
+    }
+
     /// Runs `f` on the blocking pool.
     async fn blocking<T: Send + 'static>(
         self: &Arc<Self>,
@@ -91,6 +101,10 @@ impl Shared {
     fn fail(&self, name: &str, seqid: i32, what: &str, failure: Failure, out: &mut Vec<u8>) {
         let (label, message) = match failure {
             Failure::Refused(r) => (r.label(), r.to_string()),
+            Failure::NotAllowed(m) => {
+                log::warn!("{what}: {m}");
+                ("not_allowed", m)
+            }
             Failure::Storage(e) => {
                 let label = error_label(&e);
                 match &e {
@@ -136,7 +150,14 @@ fn wrong_port(name: &str, seqid: i32, method: Method, here: &str, out: &mut Vec<
 }
 
 impl Handler for ReaderPort {
-    async fn handle(&self, name: &str, seqid: i32, call: Call, out: &mut Vec<u8>) {
+    async fn handle(
+        &self,
+        _peer: std::net::SocketAddr,
+        name: &str,
+        seqid: i32,
+        call: Call,
+        out: &mut Vec<u8>,
+    ) {
         let shared = &self.0;
         let Call::ReadPage { index_code, token } = call else {
             shared.metrics.error("unknown_method");
@@ -177,7 +198,14 @@ async fn read_page(
 }
 
 impl Handler for ManagerPort {
-    async fn handle(&self, name: &str, seqid: i32, call: Call, out: &mut Vec<u8>) {
+    async fn handle(
+        &self,
+        peer: std::net::SocketAddr,
+        name: &str,
+        seqid: i32,
+        call: Call,
+        out: &mut Vec<u8>,
+    ) {
         let shared = &self.0;
         let method = call.method();
         let what = match &call {
@@ -195,6 +223,15 @@ impl Handler for ManagerPort {
                 .blocking(|s| s.raw_log_info())
                 .await
                 .map(|info| encode_raw_log_info_reply(out, seqid, &info)),
+            Call::EnqueueForOptimization { .. } | Call::DeleteIndex { .. }
+                if !shared.may_change_state(peer) =>
+            {
+                Err(Failure::NotAllowed(format!(
+                    "{method} from {} refused: state-changing LogManager calls are accepted from the addresses \
+                     in indexes.manager_state_changes_from only",
+                    peer.ip()
+                )))
+            }
             Call::EnqueueForOptimization {
                 index_code,
                 priority,

@@ -82,6 +82,18 @@ fn all_six_methods_over_the_wire() {
     daemon.wait_idle_after(cycles);
     assert_eq!(manager.list_existing_indexes().unwrap(), ["alpha", "gamma"]);
     assert!(!daemon.layout().index("beta").exists());
+    // Kept aside, not removed: an operator can move it back within pipeline.deleted_index_retention_hours.
+    let aside: Vec<String> = std::fs::read_dir(daemon.layout().deleted_indexes())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(aside.len() == 1 && aside[0].starts_with("beta."), "{aside:?}");
+    assert!(daemon
+        .layout()
+        .deleted_indexes()
+        .join(&aside[0])
+        .join("segments")
+        .is_dir());
     assert!(manager.get_optimization_queue().unwrap().is_empty());
     let info = manager.get_index_log_info("alpha").unwrap();
     assert_eq!(info.optimized_segments.len(), 1, "{info:?}");
@@ -129,4 +141,55 @@ fn a_standby_refuses_pipeline_work_but_answers_questions() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+/// The LogManager can delete every index and the Thrift protocol carries no credentials: state-changing
+/// calls are served only to `indexes.manager_state_changes_from` (loopback by default); reads to anyone.
+/// The port binds to loopback by default; this test lets only 127.0.0.1 change state and calls from
+/// 127.0.0.3.
+#[test]
+fn state_changes_from_unlisted_addresses_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write_raw(root, &batches(30));
+    make_master(root);
+    let daemon = Daemon::start_args(
+        root,
+        "indexes",
+        "[pipeline]\nidle_ms = 600000\n",
+        &["--set", "indexes.manager_state_changes_from=[\"127.0.0.1\"]"],
+    );
+    daemon.wait_idle_after(0);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let from: std::net::SocketAddr = "127.0.0.3:0".parse().unwrap();
+    socket.bind(&from.into()).unwrap();
+    socket.connect(&daemon.manager.into()).unwrap();
+    let mut outsider = logtank_thrift::Client::from_stream(socket.into(), &Default::default()).unwrap();
+    for result in [
+        outsider.delete_index("alpha"),
+        outsider.enqueue_for_optimization("alpha", 1, 1.0),
+    ] {
+        match result {
+            Err(ClientError::Application { message, .. }) => {
+                assert!(message.contains("from 127.0.0.3 refused"), "{message}");
+                assert!(
+                    message.contains("indexes.manager_state_changes_from"),
+                    "{message}"
+                );
+            }
+            other => panic!("served: {other:?}"),
+        }
+    }
+    // Reads are served, and nothing was deleted or queued.
+    assert_eq!(
+        outsider.list_existing_indexes().unwrap(),
+        ["alpha", "beta", "gamma"]
+    );
+    assert!(outsider.get_optimization_queue().unwrap().is_empty());
+    // From a listed address the same call is served.
+    let cycles = daemon.cycles();
+    daemon.manager_client().delete_index("alpha").unwrap();
+    daemon.wait_idle_after(cycles);
+    assert_eq!(outsider.list_existing_indexes().unwrap(), ["beta", "gamma"]);
+    assert!(daemon.log().contains("refused: state-changing LogManager calls"));
 }

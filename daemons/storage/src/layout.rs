@@ -40,6 +40,13 @@ impl Layout {
         self.storage().join("indexes")
     }
 
+    /// Where `delete_index` keeps deleted indexes (`<code>.<unix-ms>`) until
+    /// `StorageOptions::deleted_index_retention` has passed: outside `indexes/`, so nothing lists or
+    /// serves them, and an operator can move one back.
+    pub fn deleted_indexes(&self) -> PathBuf {
+        self.storage().join("deleted-indexes")
+    }
+
     /// The directory of one index; `code` must have been validated.
     pub fn index(&self, code: &str) -> PathBuf {
         self.indexes().join(code)

@@ -36,6 +36,9 @@ pub struct StorageOptions {
     pub read_guard: Duration,
     /// Dealt raw segments are kept this long in `raw/history`.
     pub raw_history_retention: Duration,
+    /// A deleted index is kept aside in `storage/deleted-indexes` this long before its files go, so a
+    /// mistaken (or hostile) `delete_index` can be undone by moving it back.
+    pub deleted_index_retention: Duration,
     pub limits: Limits,
 }
 
@@ -50,6 +53,7 @@ impl Default for StorageOptions {
             optimize_inputs_max: 40,
             read_guard: Duration::from_secs(30 * 60),
             raw_history_retention: Duration::from_secs(7 * 24 * 3600),
+            deleted_index_retention: Duration::from_secs(7 * 24 * 3600),
             limits: Limits::default(),
         }
     }

@@ -75,7 +75,14 @@ pub(crate) struct WriterPort {
 
 impl Handler for WriterPort {
     /// Answers one call that decoded well into `out`.
-    async fn handle(&self, name: &str, seqid: i32, call: Call, out: &mut Vec<u8>) {
+    async fn handle(
+        &self,
+        _peer: std::net::SocketAddr,
+        name: &str,
+        seqid: i32,
+        call: Call,
+        out: &mut Vec<u8>,
+    ) {
         let metrics = &self.shared.metrics;
         let batch = match call {
             Call::SendBatchRaw(batch) => batch,

@@ -23,26 +23,66 @@ fn delete_queued_indexes(storage: &Storage) -> Result<usize, StorageError> {
     let codes: Vec<String> =
         std::mem::take(&mut *storage.deletions.lock().unwrap_or_else(|p| p.into_inner()));
     let layout = &storage.layout;
+    let aside = layout.deleted_indexes();
     let mut removed = 0;
     for code in codes {
         let dir = layout.index(&code);
         if !dir.is_dir() {
             continue;
         }
-        // Renamed first, so a reader or a crash never sees half an index under its name.
-        let doomed = layout.indexes().join(format!(".deleted-{code}"));
-        logtank_durable::rename_durably(&dir, &doomed)?;
-        fs::remove_dir_all(&doomed).at(&doomed)?;
+        // One rename: a reader or a crash sees the whole index under its name or none of it. It is kept
+        // aside (not removed) for deleted_index_retention.
+        logtank_durable::create_dir_all_durably(&aside)?;
+        let since = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let kept = aside.join(format!("{code}.{since}"));
+        logtank_durable::rename_durably(&dir, &kept)?;
         logtank_durable::fsync_dir(&layout.indexes())?;
-        log::info!("cleaner: deleted index {code}");
+        log::warn!(
+            "cleaner: deleted index {code}: kept in {} for {} h (move it back to {} to undo)",
+            kept.display(),
+            storage.options.deleted_index_retention.as_secs() / 3600,
+            dir.display()
+        );
         removed += 1;
     }
-    // Leftovers of a deletion a crash interrupted.
+    // Leftovers of a deletion a crash interrupted (the older scheme renamed to .deleted-<code> first).
     for entry in fs::read_dir(layout.indexes()).at(layout.indexes())? {
         let entry = entry.at(layout.indexes())?;
         if entry.file_name().to_string_lossy().starts_with(".deleted-") {
             fs::remove_dir_all(entry.path()).at(entry.path())?;
         }
+    }
+    removed += expire_deleted_indexes(storage)?;
+    Ok(removed)
+}
+
+/// Removes indexes kept aside longer than `deleted_index_retention` (by the time in their name).
+fn expire_deleted_indexes(storage: &Storage) -> Result<usize, StorageError> {
+    let aside = storage.layout.deleted_indexes();
+    let Ok(entries) = fs::read_dir(&aside) else {
+        return Ok(0);
+    };
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let retention_ms = storage.options.deleted_index_retention.as_millis();
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.at(&aside)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(since) = name.rsplit_once('.').and_then(|(_, ms)| ms.parse::<u128>().ok()) else {
+            continue;
+        };
+        if now_ms.saturating_sub(since) >= retention_ms {
+            fs::remove_dir_all(entry.path()).at(entry.path())?;
+            log::info!("cleaner: removed deleted index {name} (past its retention)");
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        logtank_durable::fsync_dir(&aside)?;
     }
     Ok(removed)
 }

@@ -59,10 +59,11 @@ pub const SHUTDOWN_READ_GRACE: Duration = Duration::from_secs(2);
 
 /// What a port does with the calls it receives, and where its counters go.
 pub trait Handler: Send + Sync + 'static {
-    /// Serves one call that decoded well, appending exactly one message (REPLY or EXCEPTION, echoing
-    /// `name` and `seqid`) to `out`.
+    /// Serves one call that decoded well from `peer`, appending exactly one message (REPLY or EXCEPTION,
+    /// echoing `name` and `seqid`) to `out`.
     fn handle(
         &self,
+        peer: SocketAddr,
         name: &str,
         seqid: i32,
         call: Call,
@@ -275,7 +276,7 @@ impl Connection {
                     match incoming.call {
                         Ok(call) => {
                             handler
-                                .handle(&incoming.name, incoming.seqid, call, &mut self.out)
+                                .handle(self.peer, &incoming.name, incoming.seqid, call, &mut self.out)
                                 .await
                         }
                         Err(ref message) => {

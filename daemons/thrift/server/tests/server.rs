@@ -30,7 +30,7 @@ struct Counting {
 }
 
 impl Handler for Counting {
-    async fn handle(&self, name: &str, seqid: i32, call: Call, out: &mut Vec<u8>) {
+    async fn handle(&self, _peer: SocketAddr, name: &str, seqid: i32, call: Call, out: &mut Vec<u8>) {
         tokio::time::sleep(self.delay).await;
         match call {
             Call::SendBatch(_) => encode_void_reply(out, name, seqid),
