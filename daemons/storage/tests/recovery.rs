@@ -71,6 +71,7 @@ fn options() -> StorageOptions {
         optimize_inputs_max: 3,
         read_guard: Duration::ZERO,
         raw_history_retention: Duration::from_secs(3600),
+        deleted_index_retention: Duration::ZERO,
         limits: Limits::default(),
     }
 }
