@@ -115,6 +115,13 @@ pub fn is_connection_error(e: &ClientError) -> bool {
     matches!(e, ClientError::Io(_) | ClientError::Closed)
 }
 
+/// `LOGTANK_COORD_AUTH` (`user:password`): the `coord.auth` credentials for commands that change
+/// coordination nodes the daemons created with them. An environment variable, not an argument, so the
+/// password does not show in `ps`.
+pub fn coord_auth_from_env() -> Option<String> {
+    std::env::var("LOGTANK_COORD_AUTH").ok().filter(|v| !v.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

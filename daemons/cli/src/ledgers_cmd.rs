@@ -39,6 +39,7 @@ impl Cluster {
     async fn connect(&self) -> Result<Coord> {
         let config = CoordConfig {
             connect_timeout_ms: CONNECT_TIMEOUT_MS,
+            auth: crate::endpoint::coord_auth_from_env(),
             ..CoordConfig::with_servers(&self.coord)
         };
         Coord::connect(&config)

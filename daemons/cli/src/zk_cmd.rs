@@ -326,6 +326,7 @@ impl Shell {
     async fn connect(server: &str, mode: Mode) -> Result<Shell> {
         let config = CoordConfig {
             connect_timeout_ms: CONNECT_TIMEOUT_MS,
+            auth: crate::endpoint::coord_auth_from_env(),
             ..CoordConfig::with_servers(server)
         };
         let client = logtank_coord::connect(&config).await?;

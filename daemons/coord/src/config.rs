@@ -34,6 +34,17 @@ pub struct CoordConfig {
     pub session_timeout_ms: u64,
     /// How long connecting keeps retrying (with capped exponential backoff) before it reports failure.
     pub connect_timeout_ms: u64,
+    /// `user:password` of ZooKeeper's `digest` scheme. When set, every session authenticates with it, and
+    /// the nodes logtank creates get the ACL `auth:ALL, world:READ` (see [`crate::node_acls`]): any client
+    /// may read where the master is, only sessions with these credentials may change it. Every daemon of
+    /// the suite that shares the coordination nodes needs the same value. Unset: nodes are `world:ALL`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "redacted",
+        deserialize_with = "digest_credentials"
+    )]
+    pub auth: Option<String>,
 }
 
 impl Default for CoordConfig {
@@ -42,7 +53,26 @@ impl Default for CoordConfig {
             servers: DEFAULT_SERVERS.to_string(),
             session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            auth: None,
         }
+    }
+}
+
+/// Printed configs (`--check-config`) never show the credentials.
+fn redacted<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => s.serialize_str("<redacted>"),
+        None => s.serialize_none(),
+    }
+}
+
+fn digest_credentials<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.split_once(':') {
+        Some((user, password)) if !user.is_empty() && !password.is_empty() && s.len() <= 1024 => Ok(Some(s)),
+        _ => Err(serde::de::Error::custom(
+            "coord.auth must be user:password (ZooKeeper's digest scheme), both parts non-empty",
+        )),
     }
 }
 
@@ -50,6 +80,7 @@ impl CoordConfig {
     /// A config for `servers` with every other key at its default (what the CLI's `--server` builds).
     pub fn with_servers(servers: impl Into<String>) -> Self {
         CoordConfig {
+            auth: None,
             servers: servers.into(),
             ..CoordConfig::default()
         }
@@ -92,6 +123,14 @@ pub struct OptionalCoordConfig {
     pub servers: String,
     pub session_timeout_ms: u64,
     pub connect_timeout_ms: u64,
+    /// See [`CoordConfig::auth`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "redacted",
+        deserialize_with = "digest_credentials"
+    )]
+    pub auth: Option<String>,
 }
 
 impl Default for OptionalCoordConfig {
@@ -100,6 +139,7 @@ impl Default for OptionalCoordConfig {
             servers: String::new(),
             session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            auth: None,
         }
     }
 }
@@ -116,6 +156,7 @@ impl OptionalCoordConfig {
             servers: self.servers.clone(),
             session_timeout_ms: self.session_timeout_ms,
             connect_timeout_ms: self.connect_timeout_ms,
+            auth: self.auth.clone(),
         })
     }
 

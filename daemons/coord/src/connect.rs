@@ -64,13 +64,19 @@ pub async fn connect(config: &CoordConfig) -> Result<Client, CoordError> {
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let attempt = Client::connector()
+        let mut connector = Client::connector()
             .with_session_timeout(config.session_timeout())
-            .with_fail_eagerly()
-            .connect(&config.servers);
+            .with_fail_eagerly();
+        if let Some(credentials) = &config.auth {
+            connector = connector.with_auth("digest", credentials.as_bytes());
+        }
+        let attempt = connector.connect(&config.servers);
         let remaining = deadline.saturating_duration_since(Instant::now());
         let error = match tokio::time::timeout(remaining, attempt).await {
             Ok(Ok(client)) => {
+                if config.auth.is_some() {
+                    crate::acl::set_authenticated();
+                }
                 log::info!(
                     "coordination session {} established with {} (timeout {} ms)",
                     client.session_id(),

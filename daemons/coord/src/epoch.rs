@@ -4,7 +4,7 @@
 //! larger epoch than the one it was promoted with and knows it is fenced. The bump is a compare-and-set on
 //! the node's version, so two concurrent promotions get two different epochs, never the same one.
 
-use zookeeper_client::{Acls, CreateMode};
+use zookeeper_client::CreateMode;
 
 use crate::connect::{self, Backoff};
 use crate::error::{CoordError, ZkError};
@@ -41,7 +41,7 @@ impl Coord {
             std::time::Instant::now() + self.config().session_timeout() + self.config().connect_timeout();
         let mut backoff = Backoff::default();
         let mut conflicts = 0;
-        let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        let persistent = CreateMode::Persistent.with_acls(crate::node_acls());
         loop {
             let client = self.client();
             let attempt = match client.get_data(paths::EPOCH).await {

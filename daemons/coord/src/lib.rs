@@ -11,7 +11,8 @@
 //! - [`Coord::recovery_endpoint`] and [`Coord::watch_recovery_endpoint`] → [`RecoveryWatcher`]: where the
 //!   master's reader is, now and as it changes.
 //! - [`Coord::epoch`] and [`Coord::bump_epoch`]: the promotion epoch, bumped by compare-and-set.
-//! - [`paths`]: the node names logtank uses (DESIGN §4).
+//! - [`paths`]: the node names logtank uses (DESIGN §4); [`node_acls`]: the ACL every node gets
+//!   (`world:ALL`, or `auth:ALL, world:READ` with `coord.auth` credentials).
 //! - For daemons that never wait for coordination: [`advertised`] (the `host:port` they register),
 //!   [`retry_forever`], [`Coord::connect_forever`], [`Coord::register_forever`] (their background tasks'
 //!   loops) and [`Registration::deregister_or_expire`] (a clean stop's bounded deregistration).
@@ -21,6 +22,7 @@
 //! starts a real server for integration tests.
 #![forbid(unsafe_code)]
 
+mod acl;
 mod background;
 mod config;
 mod connect;
@@ -33,6 +35,7 @@ mod session;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
+pub use acl::node_acls;
 pub use background::{advertised, host_name, retry_forever, DEREGISTER_TIMEOUT};
 pub use config::{
     check_connect_string, CoordConfig, OptionalCoordConfig, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_SERVERS,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use zookeeper_client::{Acls, Client, CreateMode, EventType, OneshotWatcher, SessionId};
+use zookeeper_client::{Client, CreateMode, EventType, OneshotWatcher, SessionId};
 
 use crate::connect::{self, Backoff};
 use crate::error::{CoordError, ZkError};
@@ -129,8 +129,8 @@ async fn ensure_registered(
     stale_wait_max: Option<Duration>,
 ) -> Result<OneshotWatcher, CoordError> {
     let started = Instant::now();
-    let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
-    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let ephemeral = CreateMode::Ephemeral.with_acls(crate::node_acls());
+    let persistent = CreateMode::Persistent.with_acls(crate::node_acls());
     loop {
         match client.create(path, data, &ephemeral).await {
             Ok(_) | Err(ZkError::NodeExists) => {}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::watch;
-use zookeeper_client::{Acls, Client, CreateMode, SessionState};
+use zookeeper_client::{Client, CreateMode, SessionState};
 
 use crate::config::{self, CoordConfig};
 use crate::connect::{self, Backoff};
@@ -113,7 +113,7 @@ async fn create_chroot(client: &Client, chroot: &str) -> Result<(), CoordError> 
         .clone()
         .chroot("/")
         .map_err(|_| CoordError::Config(format!("cannot leave the chroot of {}", client.path())))?;
-    let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let options = CreateMode::Persistent.with_acls(crate::node_acls());
     root.mkdir(chroot, &options)
         .await
         .map_err(|e| CoordError::node("create chroot", chroot, e))

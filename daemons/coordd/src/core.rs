@@ -843,7 +843,7 @@ impl Core {
                 scheme,
                 auth: credentials,
             } => {
-                self.auth(conn, &scheme, &credentials);
+                self.auth(conn, xid, &scheme, &credentials);
                 return;
             }
             Request::SetWatches(sw) => self.set_watches(conn, session, &sw).map(|()| Response::Empty),
@@ -1025,7 +1025,9 @@ impl Core {
         Ok(())
     }
 
-    fn auth(&mut self, conn: u64, scheme: &str, credentials: &[u8]) {
+    /// `addauth`. The reply echoes the request's xid, as ZooKeeper's `processPacket` does: the Java client
+    /// and kazoo send -4 (`AUTHPACKET_XID`), the Rust `zookeeper-client` a regular xid it then waits for.
+    fn auth(&mut self, conn: u64, xid: i32, scheme: &str, credentials: &[u8]) {
         let super_digest = self.config.auth.super_digest.clone();
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -1067,13 +1069,13 @@ impl Core {
         if ok {
             self.send(
                 conn,
-                Outgoing::Frame(encode_reply(xid::AUTH, zxid, 0, &Response::Empty)),
+                Outgoing::Frame(encode_reply(xid, zxid, 0, &Response::Empty)),
             );
         } else {
             log::info!("authentication with scheme '{scheme}' failed");
             self.send(
                 conn,
-                Outgoing::Frame(encode_reply(xid::AUTH, zxid, err::AUTH_FAILED, &Response::Empty)),
+                Outgoing::Frame(encode_reply(xid, zxid, err::AUTH_FAILED, &Response::Empty)),
             );
             self.send(conn, Outgoing::Close);
         }

@@ -1,7 +1,7 @@
 //! Setting a cluster up and looking at it: `metaformat` (the root and what the layout needs, a new instance
 //! id), the bookies registered, the ledgers under the root, the instance id and cookies in coordination.
 
-use logtank_coord::zookeeper_client::{Acls, Client, CreateMode};
+use logtank_coord::zookeeper_client::{Client, CreateMode};
 use logtank_coord::ZkError;
 use rand::RngCore;
 
@@ -56,7 +56,7 @@ pub async fn metaformat(client: &Client, layout: &Layout, force: bool) -> Result
             survey.ledgers
         )));
     }
-    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let persistent = CreateMode::Persistent.with_acls(logtank_coord::node_acls());
     if survey.exists {
         for id in list_ledgers(client, layout).await? {
             delete_quietly(client, &layout.ledger(id)).await?;
@@ -209,7 +209,7 @@ async fn children_or_empty(client: &Client, path: &str) -> Result<Vec<String>, L
 }
 
 async fn create_or_keep(client: &Client, path: &str, data: &[u8]) -> Result<(), LedgerError> {
-    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let persistent = CreateMode::Persistent.with_acls(logtank_coord::node_acls());
     match client.create(path, data, &persistent).await {
         Ok(_) | Err(ZkError::NodeExists) => Ok(()),
         Err(e) => Err(LedgerError::coord("create", path, e)),
@@ -218,7 +218,7 @@ async fn create_or_keep(client: &Client, path: &str, data: &[u8]) -> Result<(), 
 
 /// Creates `path` with `data`, or replaces its data.
 async fn put(client: &Client, path: &str, data: &[u8]) -> Result<(), LedgerError> {
-    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let persistent = CreateMode::Persistent.with_acls(logtank_coord::node_acls());
     match client.create(path, data, &persistent).await {
         Ok(_) => Ok(()),
         Err(ZkError::NodeExists) => client

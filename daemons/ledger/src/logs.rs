@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use logtank_coord::zookeeper_client::{Acls, Client, CreateMode};
+use logtank_coord::zookeeper_client::{Client, CreateMode};
 use logtank_coord::ZkError;
 
 use crate::LedgerError;
@@ -158,7 +158,7 @@ pub async fn write_log(
             Err(e) => Err(LedgerError::coord("update", &path, e)),
         },
         None => {
-            let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+            let persistent = CreateMode::Persistent.with_acls(logtank_coord::node_acls());
             let created = match client.create(&path, &data, &persistent).await {
                 Err(ZkError::NoNode) => {
                     client

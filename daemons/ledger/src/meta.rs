@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use logtank_coord::zookeeper_client::{Acls, CreateMode};
+use logtank_coord::zookeeper_client::CreateMode;
 use logtank_coord::ZkError;
 
 use crate::metadata::LedgerMetadata;
@@ -26,8 +26,8 @@ pub(crate) async fn create_ledger(
     let layout = &inner.layout;
     let idgen = layout.idgen();
     let client = inner.coord.client();
-    let ephemeral = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
-    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let ephemeral = CreateMode::EphemeralSequential.with_acls(logtank_coord::node_acls());
+    let persistent = CreateMode::Persistent.with_acls(logtank_coord::node_acls());
     let prefix = format!("{idgen}/ID-");
     for _ in 0..TRANSIENT_RETRIES_MAX {
         let (_, sequence) = match client.create(&prefix, b"", &ephemeral).await {
