@@ -385,7 +385,15 @@ pub fn rsync_args(
     link_dest: Option<&Path>,
     dest: &Path,
 ) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec!["-a".into(), format!("--timeout={}", section.timeout_s).into()];
+    // -a, but never a symlink, device or special file from the master: a segment that is a link to
+    // /etc/shadow would otherwise be copied as a link and served as index history.
+    let mut args: Vec<OsString> = vec![
+        "-a".into(),
+        "--no-links".into(),
+        "--no-devices".into(),
+        "--no-specials".into(),
+        format!("--timeout={}", section.timeout_s).into(),
+    ];
     match &source.remote_shell {
         None => args.push(format!("--contimeout={}", section.timeout_s).into()),
         Some(shell) => {
@@ -828,11 +836,23 @@ fn rsync(
 }
 
 /// fsyncs every file and directory under `dir` (rsync does not), counting the files.
+/// fsyncs every file and directory of the copy, and refuses anything that is neither (rsync is told not to
+/// copy symlinks, devices or specials; an rsync that did anyway must not get them adopted).
 fn sync_tree(dir: &Path, tally: &mut Tally) -> std::io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
         let meta = fs::symlink_metadata(&path)?;
+        if !meta.is_dir() && !meta.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{} is not a regular file or directory ({:?}): refusing to adopt the copy",
+                    path.display(),
+                    meta.file_type()
+                ),
+            ));
+        }
         if meta.is_dir() {
             sync_tree(&path, tally)?;
         } else if meta.is_file() {
@@ -939,6 +959,9 @@ mod tests {
             args,
             [
                 "-a",
+                "--no-links",
+                "--no-devices",
+                "--no-specials",
                 "--timeout=300",
                 "--contimeout=300",
                 "--link-dest=/data/storage/",
@@ -973,9 +996,9 @@ mod tests {
         let args = rsync_args(&ssh, &source, Pass::DealerInfo, None, Path::new("/s"));
         let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(
-            args[..5],
+            args[3..8],
             [
-                "-a",
+                "--no-specials",
                 "--timeout=300",
                 "-e",
                 source.remote_shell.as_deref().unwrap_or(""),

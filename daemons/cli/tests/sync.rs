@@ -622,3 +622,58 @@ fn refusals_and_failures_adopt_nothing() {
     assert_eq!(out.status.code(), Some(78));
     assert!(stderr(&out).contains("sync.toml:3"), "{}", stderr(&out));
 }
+
+/// A master (or whoever answers as one) whose storage holds a symlink where a segment belongs: the link
+/// must not be copied (it would be served as index history, pointing anywhere on the slave), and nothing
+/// it points to may end up in the slave's storage.
+#[test]
+fn symlinks_from_the_master_are_never_copied() {
+    check_rsync();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "SECRET").unwrap();
+    let master = dir.path().join("master-storage");
+    let segments = master.join("indexes/x/segments");
+    std::fs::create_dir_all(&segments).unwrap();
+    std::fs::write(master.join("dealer.next_seq.info"), "5\n").unwrap();
+    std::fs::write(master.join("dealer.dealt_until_ms.info"), "1000\n").unwrap();
+    std::os::unix::fs::symlink(
+        &secret,
+        segments.join("00000000000000000001-00000000000000000005.sorted_4"),
+    )
+    .unwrap();
+    let rsyncd = RsyncDaemon::start(&master, dir.path());
+    let slave = dir.path().join("slave");
+    std::fs::create_dir_all(slave.join("storage")).unwrap();
+    let config = dir.path().join("sync.toml");
+    write_config(
+        &config,
+        &slave,
+        &format!("master = \"127.0.0.1:{}\"", rsyncd.port),
+        "",
+    );
+    let _ = sync(&config);
+    fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                walk(&path, found);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&slave.join("storage"), &mut files);
+    for file in &files {
+        let meta = std::fs::symlink_metadata(file).unwrap();
+        assert!(!meta.file_type().is_symlink(), "{} is a symlink", file.display());
+        assert_ne!(
+            std::fs::read(file).unwrap_or_default(),
+            b"SECRET",
+            "{} holds the link's target",
+            file.display()
+        );
+    }
+}
