@@ -48,6 +48,7 @@ pub fn recover(
     let mut state = State::new(ttl);
     let mut covered_seq = 0u64;
     let mut snapshot_zxid = 0;
+    snapshot::remove_leftovers(&snaps)?;
     for file in snapshot::list(&snaps)? {
         let load_started = Instant::now();
         match snapshot::load(&file.path, ttl) {

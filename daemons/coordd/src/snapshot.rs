@@ -53,6 +53,27 @@ pub struct SnapshotFile {
     pub path: PathBuf,
 }
 
+/// Removes what a crash in the middle of a snapshot left (`snapshot.<zxid>.tmp`: never committed, and as
+/// large as a whole snapshot). Returns how many.
+pub fn remove_leftovers(dir: &Path) -> Result<usize, SnapshotError> {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(PREFIX) && name.ends_with(".tmp") {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(io_err(&path))?;
+            log::warn!(
+                "removed {}: a snapshot interrupted before it was committed",
+                path.display()
+            );
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Snapshot files, newest first.
 pub fn list(dir: &Path) -> Result<Vec<SnapshotFile>, SnapshotError> {
     let mut out = Vec::new();
