@@ -18,7 +18,7 @@ use logtank_zk::{decode_acls, encode_acls};
 use crate::state::{SessionMeta, State};
 use crate::tree::{DataTree, Node};
 
-const MAGIC: &[u8; 8] = b"LTZKSNP1";
+pub const MAGIC: &[u8; 8] = b"LTZKSNP1";
 const PREFIX: &str = "snapshot.";
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +152,11 @@ pub struct Loaded {
 pub fn load(path: &Path, ttl_enabled: bool) -> Result<Loaded, SnapshotError> {
     // One allocation of the file's size (read_to_end would grow and copy).
     let bytes = fs::read(path).map_err(io_err(path))?;
+    decode(&bytes, ttl_enabled, path)
+}
+
+/// Verifies and decodes a snapshot's bytes (`path` names it in errors). Pure, so it is fuzzed.
+pub fn decode(bytes: &[u8], ttl_enabled: bool, path: &Path) -> Result<Loaded, SnapshotError> {
     let corrupt = |why: String| SnapshotError::Corrupt {
         path: path.to_path_buf(),
         why,
