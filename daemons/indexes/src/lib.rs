@@ -95,6 +95,10 @@ pub struct Indexes {
     _lock: DataRootLock,
 }
 
+/// The status line's note on a master with no coordination (`coord.servers` empty): nothing registers it,
+/// and nothing fences another host that also has the master marker (docs/operations.md).
+pub const SINGLE_HOST_MODE: &str = "single-host mode (coord.servers is empty: nothing fences another master)";
+
 /// What the status line and `/status` show, kept up to date by the pipeline thread and the coordination
 /// task so neither ever does IO.
 #[derive(Debug)]
@@ -134,6 +138,7 @@ impl Status {
             "master, dealing".to_string()
         };
         match coord {
+            CoordState::Disabled if view.master => format!("{role}; {counts}; {SINGLE_HOST_MODE}"),
             CoordState::Disabled => format!("{role}; {counts}"),
             c => format!("{role}; {counts}; {}", c.describe()),
         }
@@ -227,6 +232,7 @@ impl Daemon for Indexes {
             shutdown: shutdown.clone(),
             metrics: metrics.clone(),
             status: pipeline_status,
+            single_host: !config.coord.is_enabled(),
         }
         .spawn()
         .context("starting the pipeline thread")?;

@@ -58,6 +58,8 @@ pub struct Pipeline {
     pub shutdown: Shutdown,
     pub metrics: IndexesMetrics,
     pub status: SharedPipelineStatus,
+    /// `coord.servers` is empty: a master here is fenced by nothing, so becoming one is said loudly.
+    pub single_host: bool,
 }
 
 impl Pipeline {
@@ -73,10 +75,19 @@ impl Pipeline {
 
     fn run(self) {
         let mut last_error: Option<String> = None;
+        let mut was_active = false;
         while !self.shutdown.is_triggered() {
             self.refresh_status();
             let view = self.roles.poll();
             self.set_role_gauges();
+            if view.is_active() && !was_active && self.single_host {
+                log::warn!(
+                    "this host is the master in single-host mode: coord.servers is empty, so it is not registered \
+                     for recovery and nothing fences another host that has the master marker too; set [coord] \
+                     servers on every host of a suite of more than one (docs/operations.md)"
+                );
+            }
+            was_active = view.is_active();
             if !view.is_active() {
                 self.update(|s| {
                     s.running = false;

@@ -157,10 +157,11 @@ fn the_legacy_safe_to_read_path_is_honoured() {
     });
     let (records, _) = read_all(&mut daemon.reader_client(), "b").unwrap();
     assert_eq!(docids(&records), expected_docids("b", 0, 30));
-    assert!(daemon.status()["status"]
-        .as_str()
-        .unwrap()
-        .starts_with("master, dealing"));
+    let status = daemon.status()["status"].as_str().unwrap().to_string();
+    assert!(status.starts_with("master, dealing"), "{status}");
+    // No coordination configured: the master says it is alone, in its status and its log.
+    assert!(status.ends_with(logtank_indexes::SINGLE_HOST_MODE), "{status}");
+    assert!(daemon.log().contains("master in single-host mode"));
 }
 
 #[test]
