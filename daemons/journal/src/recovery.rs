@@ -86,6 +86,9 @@ pub(crate) fn recover(
         let is_last = index + 1 == segments.len();
         let next_first = segments.get(index + 1).map(|s| s.first_seq);
         let trusted = next_first.is_some_and(|next| next <= skip.verified_before_seq);
+        if mode == Mode::Repair && !trusted && index + 2 >= segments.len() {
+            read_from_disk_next(&meta.path)?;
+        }
         let data = if trusted {
             read_header(&meta.path)?
         } else {
@@ -142,6 +145,27 @@ pub(crate) fn recover(
         report.torn_tail = Some(torn);
     }
     Ok(report)
+}
+
+/// Makes the next read of `path` come from the disk, not the page cache. The last segments are the ones a
+/// failed fsync can have left wrong: Linux marks pages whose writeback failed clean, so the cache still
+/// shows records the disk never got, and a new descriptor's fdatasync succeeds over them. Whatever the
+/// cache holds dirty (the previous process's unsynced writes) is written first; a disk that refuses that
+/// is an error, not a journal to open. Then the clean pages are dropped (`POSIX_FADV_DONTNEED`), so
+/// recovery scans what is really there and treats anything past it as never written.
+fn read_from_disk_next(path: &Path) -> Result<(), Error> {
+    let file = fs::File::open(path).with_path(path)?;
+    file.sync_data().with_path(path)?;
+    if let Err(e) =
+        nix::fcntl::posix_fadvise(&file, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED)
+    {
+        // Advice only: without it recovery reads the cache, as before.
+        log::debug!(
+            "journal recovery: posix_fadvise(DONTNEED) of {}: {e}",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// The header of a segment whose records are taken on trust.
