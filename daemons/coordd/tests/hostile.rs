@@ -5,7 +5,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use logtank_testkit::assert_closed_by_server;
+
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -35,26 +37,6 @@ fn add_digest(c: &mut Client, user_password: &str) -> i32 {
         auth: user_password.as_bytes().to_vec(),
     });
     c.recv().map_or(i32::MIN, |r| r.err)
-}
-
-/// Reads until the server closes the connection; panics if it is still open after `within`.
-fn assert_closed_by_server(s: &mut TcpStream, within: Duration, what: &str) {
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let deadline = Instant::now() + within;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return, // reset: closed as well
-        }
-        assert!(Instant::now() < deadline, "{what}: the connection is still open");
-    }
 }
 
 /// A multi whose setData is refused with NOAUTH replies with per-op errors and changes nothing; it was
@@ -134,7 +116,7 @@ fn addauth_identities_are_bounded_per_connection() {
     // The server goes on for everyone else.
     let mut other = Client::connect(server.addr, 10_000);
     assert_eq!(other.create("/alive", b"", 0).err, 0);
-    assert!(server.log().contains("identities; addauth refused"));
+    server.wait_log("identities; addauth refused");
 }
 
 /// A create whose `auth` ACL entries resolve to every identity the session holds fits in a frame but
@@ -220,7 +202,7 @@ fn a_connection_without_a_handshake_is_closed() {
     let mut half = TcpStream::connect(server.addr).unwrap();
     half.write_all(&[0, 0, 0, 44, 0, 0]).unwrap();
     assert_closed_by_server(&mut half, Duration::from_secs(10), "a half-sent handshake");
-    assert!(server.log().contains("no handshake within 300 ms"));
+    server.wait_log("no handshake within 300 ms");
     let mut c = Client::connect(server.addr, 10_000);
     assert_eq!(c.create("/alive", b"", 0).err, 0);
 }

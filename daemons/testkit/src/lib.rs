@@ -515,6 +515,29 @@ pub fn admin_addr(line: &str) -> Option<SocketAddr> {
     line.rsplit(STARTING_LINE_ADMIN).next()?.trim().parse().ok()
 }
 
+/// Reads (and drops) what `stream` receives until the server closes it; panics naming `what` if it is still
+/// open after `within`. A reset counts as closed.
+pub fn assert_closed_by_server(stream: &mut TcpStream, within: Duration, what: &str) {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("a read timeout");
+    let deadline = Instant::now() + within;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+        assert!(Instant::now() < deadline, "{what}: the connection is still open");
+    }
+}
+
 /// Polls `condition` every [`POLL_INTERVAL`] until it holds; panics naming `what` after `timeout`.
 pub fn wait_for(what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
     wait_for_or(what, timeout, condition, String::new);
