@@ -175,7 +175,8 @@ fn up_runs_the_real_suite_end_to_end() {
         .arg("--bin-dir")
         .arg(bin_dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // What up and its daemons said, for a failure's message (a CI run once saw up exit before ready).
+        .stderr(std::fs::File::create(dir.path().join("up.stderr")).unwrap())
         .spawn()
         .unwrap();
     let _interrupt = InterruptOnDrop(up.id());
@@ -188,9 +189,10 @@ fn up_runs_the_real_suite_end_to_end() {
     });
     let mut printed = Vec::new();
     loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("up never said it was ready");
+        let line = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_else(|e| {
+            let stderr = std::fs::read_to_string(dir.path().join("up.stderr")).unwrap_or_default();
+            panic!("up never said it was ready ({e}); it printed {printed:?}, and on stderr:\n{stderr}")
+        });
         let done = line.starts_with("Press Ctrl-C");
         printed.push(line);
         if done {
