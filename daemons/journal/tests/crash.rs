@@ -1,8 +1,12 @@
 //! Crash test with real processes: a child appends in durable mode from several threads and reports every
 //! acknowledged sequence number; the parent `kill -9`s it at a random moment, reopens the journal and checks
-//! that every acknowledged record is present and intact. Runs on both IO paths.
+//! that every acknowledged record is present and intact. Runs on both IO paths, and on both again with power
+//! cuts: the journal lives on the power-loss file system (logtank-powerfs), which forgets at the cut every
+//! write and directory entry no fsync covered (every other cut tears the last file's unsynced end), and only
+//! then is the child killed.
 //!
-//! Cycles: `LOGTANK_CRASH_CYCLES` (default 10 here; `tests/run` sets 50).
+//! Cycles: `LOGTANK_CRASH_CYCLES` (default 10 here; `tests/run` sets 50); power cuts: `LOGTANK_POWER_CUTS`
+//! (default 10; `tests/run` sets 30).
 // Helpers outside #[test] functions are not covered by clippy's allow-unwrap-in-tests; a failed
 // unwrap in a test helper is a test failure, which is what we want.
 #![allow(clippy::unwrap_used)]
@@ -15,12 +19,13 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use logtank_journal::{IoBackend, Journal, JournalOptions};
+use logtank_powerfs::{CutMode, PowerFs};
 use rand::Rng;
 
 const CHILD_DIR_ENV: &str = "LOGTANK_CRASH_CHILD_DIR";
 const CHILD_BACKEND_ENV: &str = "LOGTANK_CRASH_CHILD_BACKEND";
 const CHILD_CYCLE_ENV: &str = "LOGTANK_CRASH_CHILD_CYCLE";
-const CHILD_THREADS: u64 = 4;
+const CHILD_THREADS_ENV: &str = "LOGTANK_CRASH_CHILD_THREADS";
 
 fn options(backend: IoBackend) -> JournalOptions {
     // Small segments, so kills also land around segment rolls.
@@ -77,7 +82,8 @@ fn crash_child() {
     let cycle: u64 = std::env::var(CHILD_CYCLE_ENV).unwrap().parse().unwrap();
     let (journal, _) = open_after_crash(Path::new(&dir), backend);
     let journal = std::sync::Arc::new(journal);
-    let threads: Vec<_> = (0..CHILD_THREADS)
+    let threads: u64 = std::env::var(CHILD_THREADS_ENV).unwrap().parse().unwrap();
+    let threads: Vec<_> = (0..threads)
         .map(|thread| {
             let journal = std::sync::Arc::clone(&journal);
             std::thread::spawn(move || {
@@ -96,21 +102,48 @@ fn crash_child() {
     }
 }
 
-fn run_cycles(backend: IoBackend, backend_name: &str) {
-    let cycles: u64 = std::env::var("LOGTANK_CRASH_CYCLES")
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Kill9,
+    PowerCut,
+}
+
+fn run_cycles(backend: IoBackend, backend_name: &str, fault: Fault) {
+    let (cycles_env, what) = match fault {
+        Fault::Kill9 => ("LOGTANK_CRASH_CYCLES", "kill -9 cycles"),
+        Fault::PowerCut => ("LOGTANK_POWER_CUTS", "power cuts"),
+    };
+    let cycles: u64 = std::env::var(cycles_env)
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(10);
     let dir = tempfile::tempdir().unwrap();
+    let mut powerfs = match fault {
+        Fault::Kill9 => None,
+        Fault::PowerCut => {
+            if let Err(why) = PowerFs::available() {
+                eprintln!("SKIPPED: {why}");
+                return;
+            }
+            let backing = dir.path().join("backing");
+            Some(PowerFs::mount(&backing, &dir.path().join("mnt"), CutMode::Forget).unwrap())
+        }
+    };
+    let data = powerfs
+        .as_ref()
+        .map_or(dir.path().to_path_buf(), |fs| fs.path().to_path_buf());
     let mut acked: HashMap<u64, (u64, u64, u64)> = HashMap::new();
     let mut rng = rand::rng();
     let mut torn_tails = 0;
+    let (mut bytes_forgotten, mut torn_cuts) = (0, 0);
     for cycle in 0..cycles {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_DIR_ENV, dir.path())
+            .env(CHILD_DIR_ENV, &data)
             .env(CHILD_BACKEND_ENV, backend_name)
             .env(CHILD_CYCLE_ENV, cycle.to_string())
+            // More appenders at a cut: more written and not yet synced for it to forget.
+            .env(CHILD_THREADS_ENV, if powerfs.is_some() { "16" } else { "4" })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -144,14 +177,24 @@ fn run_cycles(backend: IoBackend, backend_name: &str) {
             }
         }
         std::thread::sleep(Duration::from_micros(rng.random_range(0..5000)));
+        // The power goes first: what the child does after it (EIO everywhere) reaches no disk.
+        let cut = powerfs.as_ref().map(|fs| {
+            let mode = if cycle % 2 == 1 { CutMode::Tear } else { CutMode::Forget };
+            fs.cut_as(mode)
+        });
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         reader.join().unwrap();
         for (seq, id) in rx.try_iter() {
             acked.insert(seq, id);
         }
+        if let (Some(fs), Some(cut)) = (powerfs.take(), cut) {
+            bytes_forgotten += cut.bytes_forgotten;
+            torn_cuts += usize::from(cut.torn.is_some());
+            powerfs = Some(fs.remount().unwrap());
+        }
 
-        let (journal, report) = open_after_crash(dir.path(), backend);
+        let (journal, report) = open_after_crash(&data, backend);
         torn_tails += usize::from(report.torn_tail.is_some());
         let mut present = HashMap::new();
         for record in journal.read_from(1).unwrap() {
@@ -169,7 +212,11 @@ fn run_cycles(backend: IoBackend, backend_name: &str) {
         }
         journal.close().unwrap();
     }
-    eprintln!("{backend_name}: {cycles} kill -9 cycles, {} acknowledged records intact, {torn_tails} torn tails cut", acked.len());
+    eprintln!(
+        "{backend_name}: {cycles} {what}, {} acknowledged records intact, {torn_tails} torn tails cut \
+         ({bytes_forgotten} unsynced bytes forgotten, {torn_cuts} cuts tore a write)",
+        acked.len()
+    );
 }
 
 // Proves acknowledged durable records survive kill -9 on the io_uring path.
@@ -178,7 +225,7 @@ fn crash_io_uring() {
     if std::env::var(CHILD_DIR_ENV).is_ok() {
         return;
     }
-    run_cycles(IoBackend::IoUring, "io_uring");
+    run_cycles(IoBackend::IoUring, "io_uring", Fault::Kill9);
 }
 
 // Proves acknowledged durable records survive kill -9 on the pwrite + fdatasync fallback.
@@ -187,5 +234,24 @@ fn crash_pwrite() {
     if std::env::var(CHILD_DIR_ENV).is_ok() {
         return;
     }
-    run_cycles(IoBackend::Pwrite, "pwrite");
+    run_cycles(IoBackend::Pwrite, "pwrite", Fault::Kill9);
+}
+
+// Proves acknowledged durable records survive power cuts on the io_uring path: the journal's fsyncs and its
+// directory fsyncs are what keep them, not the page cache.
+#[test]
+fn power_cut_io_uring() {
+    if std::env::var(CHILD_DIR_ENV).is_ok() {
+        return;
+    }
+    run_cycles(IoBackend::IoUring, "io_uring", Fault::PowerCut);
+}
+
+// The same on the pwrite + fdatasync fallback.
+#[test]
+fn power_cut_pwrite() {
+    if std::env::var(CHILD_DIR_ENV).is_ok() {
+        return;
+    }
+    run_cycles(IoBackend::Pwrite, "pwrite", Fault::PowerCut);
 }

@@ -85,8 +85,13 @@ impl PowerFs {
     /// The power cut: forgets everything no fsync covered, and fails every later request with EIO until
     /// [`PowerFs::remount`]. Processes using the mount should be killed next (they are on a dead machine).
     pub fn cut(&self) -> CutReport {
+        self.cut_as(self.mode)
+    }
+
+    /// [`PowerFs::cut`] in the given mode (a test can alternate them).
+    pub fn cut_as(&self, mode: CutMode) -> CutReport {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.cut(self.mode)
+        state.cut(mode)
     }
 
     /// Unmounts (lazily: a process still dying may hold a file) and ends the session; the mount's kernel
