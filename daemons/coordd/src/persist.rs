@@ -42,7 +42,9 @@ pub fn recover(
     let log = log_dir(&data_dir);
     let snaps = snapshot_dir(&log);
     for dir in [&data_dir, &log, &snaps] {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // Durably: a log or snapshot directory whose entry a power cut forgets takes the log with it.
+        logtank_durable::create_dir_all_durably(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
     let ttl = config.limits.ttl_nodes_enabled;
     let mut state = State::new(ttl);

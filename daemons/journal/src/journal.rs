@@ -225,7 +225,8 @@ impl Journal {
         visit: &mut dyn FnMut(Location, &[u8]),
     ) -> Result<(Journal, RecoveryReport), Error> {
         options.validate()?;
-        std::fs::create_dir_all(dir).with_path(dir)?;
+        // Durably: a directory entry no fsync covered is lost with the power, and every segment in it too.
+        logtank_durable::create_dir_all_durably(dir)?;
         let lock_path = dir.join("LOCK");
         let lock = File::options()
             .create(true)

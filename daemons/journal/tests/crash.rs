@@ -179,7 +179,11 @@ fn run_cycles(backend: IoBackend, backend_name: &str, fault: Fault) {
         std::thread::sleep(Duration::from_micros(rng.random_range(0..5000)));
         // The power goes first: what the child does after it (EIO everywhere) reaches no disk.
         let cut = powerfs.as_ref().map(|fs| {
-            let mode = if cycle % 2 == 1 { CutMode::Tear } else { CutMode::Forget };
+            let mode = if cycle % 2 == 1 {
+                CutMode::Tear
+            } else {
+                CutMode::Forget
+            };
             fs.cut_as(mode)
         });
         child.kill().unwrap(); // SIGKILL

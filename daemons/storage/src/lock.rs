@@ -70,8 +70,10 @@ impl DataRootLock {
     /// Creates the file (and its directory) if needed, locks it without waiting, and writes our pid in it.
     /// A lock held elsewhere is [`StorageError::Locked`], naming the file and the holder's pid.
     pub fn acquire(path: &Path, role: LockRole) -> Result<DataRootLock, StorageError> {
+        // Durably: the lock's directory is the data root's storage/, the parent of the raw log (a power cut
+        // that forgot it took the first acknowledged batches with it, in the writer's power-cut test).
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).at(dir)?;
+            logtank_durable::create_dir_all_durably(dir)?;
         }
         let mut file = File::options()
             .create(true)

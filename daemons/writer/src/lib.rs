@@ -222,7 +222,9 @@ impl Daemon for Writer {
     async fn start(config: WriterConfig, ctx: DaemonContext) -> anyhow::Result<Self> {
         let lock = config.layout().lock(LockRole::Writer)?;
         let raw_live = config.raw_live_dir();
-        std::fs::create_dir_all(&raw_live).with_context(|| format!("creating {}", raw_live.display()))?;
+        // Durably (found by the power-cut test: the first acknowledged batches went with the new directories).
+        logtank_durable::create_dir_all_durably(&raw_live)
+            .with_context(|| format!("creating {}", raw_live.display()))?;
         let listener = tokio::net::TcpListener::bind(&config.server.listen)
             .await
             .with_context(|| format!("binding {} (server.listen)", config.server.listen))?;

@@ -1,6 +1,8 @@
 //! Proves the writer's durability promise with kill -9 under load (`ack = "fsync"`): after a restart every
 //! acknowledged batch is in the raw log, and every batch in the raw log is whole (all its records, in
-//! order). Cycles: `LOGTANK_WRITER_CRASH_CYCLES` (default 5; tests/run runs more).
+//! order). Cycles: `LOGTANK_WRITER_CRASH_CYCLES` (default 5; tests/run runs more). The same under power
+//! cuts: the data root on logtank-powerfs, which forgets at the cut everything no fsync covered, before the
+//! kill; `LOGTANK_POWER_CUTS` (default 5; tests/run runs 30).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -11,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use logtank_powerfs::{CutMode, PowerFs};
 use logtank_thrift::LogBatch;
 use rand::Rng;
 
@@ -34,10 +37,28 @@ fn make_batch(key: &str, records: usize) -> LogBatch {
 
 #[test]
 fn acknowledged_batches_survive_kill_9() {
-    let cycles: u32 = std::env::var("LOGTANK_WRITER_CRASH_CYCLES")
+    run(false);
+}
+
+#[test]
+fn acknowledged_batches_survive_power_cuts() {
+    if let Err(why) = PowerFs::available() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    run(true);
+}
+
+fn run(power_cuts: bool) {
+    let (env, default) = if power_cuts {
+        ("LOGTANK_POWER_CUTS", 5)
+    } else {
+        ("LOGTANK_WRITER_CRASH_CYCLES", 5)
+    };
+    let cycles: u32 = std::env::var(env)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(default);
     let dir = tempfile::tempdir().unwrap();
     // Small segments, so the cycles cross segment rolls as well as restarts.
     let extra = "[writer]\nsegment_size_bytes = 1048576\nbatch_bytes_max = 262144\n";
@@ -45,7 +66,15 @@ fn acknowledged_batches_survive_kill_9() {
     // Every batch sent (key → record count) and every batch acknowledged, over all cycles.
     let sent: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
     let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
-    let mut w = Writer::start(dir.path(), extra, &[]);
+    let mut powerfs = power_cuts.then(|| {
+        let backing = dir.path().join("backing");
+        PowerFs::mount(&backing, &dir.path().join("mnt"), CutMode::Forget).unwrap()
+    });
+    let mut w = match &powerfs {
+        Some(fs) => Writer::start_on(dir.path(), fs.path(), extra, &[]),
+        None => Writer::start(dir.path(), extra, &[]),
+    };
+    let mut forgotten = 0;
     for cycle in 0..cycles {
         let stop = Arc::new(AtomicBool::new(false));
         let threads: Vec<_> = (0..CLIENTS)
@@ -73,15 +102,32 @@ fn acknowledged_batches_survive_kill_9() {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(rng.random_range(20..400)));
+        // A power cut first (every other one tearing the last file's unsynced end), then the process dies.
+        if let Some(fs) = &powerfs {
+            let mode = if cycle % 2 == 1 {
+                CutMode::Tear
+            } else {
+                CutMode::Forget
+            };
+            forgotten += fs.cut_as(mode).bytes_forgotten;
+        }
         w.kill9();
         stop.store(true, Ordering::SeqCst);
         for t in threads {
             t.join().unwrap();
         }
         // The writer recovers the raw log (cutting a torn tail) at start; stopped again, it is read back.
-        w = w.restart_after_kill9();
+        if let Some(fs) = powerfs.take() {
+            powerfs = Some(fs.remount().unwrap());
+        }
+        w = w.start_again();
         w.stop();
-        check(dir.path(), cycle, &sent.lock().unwrap(), &acked.lock().unwrap());
+        check(
+            w.data_root(),
+            cycle,
+            &sent.lock().unwrap(),
+            &acked.lock().unwrap(),
+        );
         w = w.restart();
     }
     w.stop();
@@ -90,7 +136,14 @@ fn acknowledged_batches_survive_kill_9() {
         acked >= 100,
         "too few batches acknowledged to prove anything: {acked}"
     );
-    eprintln!("{acked} acknowledged batches checked over {cycles} kill -9 cycles");
+    let what = if power_cuts {
+        "power cuts"
+    } else {
+        "kill -9 cycles"
+    };
+    eprintln!(
+        "{acked} acknowledged batches checked over {cycles} {what} ({forgotten} unsynced bytes forgotten)"
+    );
 }
 
 /// Every acknowledged batch is present once; every present batch is one that was sent, whole and in order.

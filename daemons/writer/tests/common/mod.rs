@@ -53,6 +53,27 @@ pub fn base_config(root: &Path) -> String {
     )
 }
 
+impl Writer {
+    /// Starts the writer with its config and log in `root` and its data in `data` (a power-loss mount,
+    /// whose cuts must not take the config with them).
+    pub fn start_on(root: &Path, data: &Path, extra: &str, args: &[&str]) -> Writer {
+        let config = root.join("writer.toml");
+        std::fs::write(&config, format!("{}\n{extra}", base_config(data))).unwrap();
+        Writer::of(DaemonProcess::start(spec(root, &config, args)), data)
+    }
+
+    /// Starts the killed writer again on the same data and config (new ports).
+    pub fn start_again(mut self) -> Writer {
+        self.process.start_again();
+        Writer::of(self.process, &self.root)
+    }
+
+    /// The writer's data root.
+    pub fn data_root(&self) -> &Path {
+        &self.root
+    }
+}
+
 /// How the tests run the writer: `--config config` then `args`, from `root`, logging to `root/writer.log`.
 fn spec(root: &Path, config: &Path, args: &[&str]) -> Spec {
     let mut all = vec!["--config".to_string(), config.display().to_string()];
