@@ -94,6 +94,13 @@ impl PowerFs {
         state.cut(mode)
     }
 
+    /// A handle that cuts this mount's power from another thread (a test's killer thread).
+    pub fn cutter(&self) -> Cutter {
+        Cutter {
+            state: Arc::clone(&self.state),
+        }
+    }
+
     /// Unmounts (lazily: a process still dying may hold a file) and ends the session; the mount's kernel
     /// caches go with it, so a new mount sees only what the backing directory holds.
     pub fn unmount(mut self) {
@@ -131,6 +138,20 @@ impl PowerFs {
             abort_connection(self.connection);
             let _ = done_rx.recv_timeout(Duration::from_secs(10));
         }
+    }
+}
+
+/// Cuts the power of one mount from any thread ([`PowerFs::cutter`]).
+#[derive(Debug, Clone)]
+pub struct Cutter {
+    state: Arc<Mutex<state::State>>,
+}
+
+impl Cutter {
+    /// [`PowerFs::cut_as`].
+    pub fn cut_as(&self, mode: CutMode) -> CutReport {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.cut(mode)
     }
 }
 

@@ -44,12 +44,18 @@ impl DerefMut for Server {
 impl Server {
     /// Starts coordd with its data under `root` and extra TOML appended to the config.
     pub fn start(root: &Path, extra_toml: &str) -> Server {
+        Server::start_on(root, root, extra_toml)
+    }
+
+    /// Starts coordd with its config and log under `root` and its data under `data` (a power-loss mount,
+    /// whose cuts must not take the config with them).
+    pub fn start_on(root: &Path, data: &Path, extra_toml: &str) -> Server {
         let config = root.join("coordd.toml");
         std::fs::write(
             &config,
             format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\ndata_root = \"{}\"\ntick_ms = 200\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra_toml}",
-                root.display()
+                data.display()
             ),
         )
         .unwrap();
@@ -75,6 +81,12 @@ impl Server {
     /// asserted).
     pub fn restart(mut self) -> Server {
         self.process.restart();
+        Server::of(self.process, &self.root)
+    }
+
+    /// Starts the killed server again (after its file system came back).
+    pub fn start_again(mut self) -> Server {
+        self.process.start_again();
         Server::of(self.process, &self.root)
     }
 
