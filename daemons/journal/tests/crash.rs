@@ -88,8 +88,13 @@ fn crash_child() {
             let journal = std::sync::Arc::clone(&journal);
             std::thread::spawn(move || {
                 for counter in 0.. {
-                    let seq = journal.append(&make_payload(cycle, thread, counter)).unwrap();
-                    journal.wait_durable(seq).unwrap();
+                    // After a power cut every write and fsync fails (EIO): nothing more is acknowledged.
+                    let Ok(seq) = journal.append(&make_payload(cycle, thread, counter)) else {
+                        return;
+                    };
+                    if journal.wait_durable(seq).is_err() {
+                        return;
+                    }
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "ACK {seq} {thread} {counter}").unwrap();
                     out.flush().unwrap();
@@ -184,7 +189,12 @@ fn run_cycles(backend: IoBackend, backend_name: &str, fault: Fault) {
             } else {
                 CutMode::Forget
             };
-            fs.cut_as(mode)
+            // Half the cuts right after a write (something certainly unsynced), half at the random moment.
+            if cycle % 4 < 2 {
+                fs.cut_after_writes_or_now(rng.random_range(1..20), mode)
+            } else {
+                fs.cut_as(mode)
+            }
         });
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();

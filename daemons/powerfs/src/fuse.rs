@@ -256,6 +256,7 @@ impl PowerLossFs {
         state.check_running()?;
         state.before_change(ino, file, offset, offset + data.len() as u64)?;
         file.write_all_at(data, offset)?;
+        state.wrote();
         Ok(data.len() as u32)
     }
 

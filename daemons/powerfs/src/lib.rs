@@ -94,6 +94,38 @@ impl PowerFs {
         state.cut(mode)
     }
 
+    /// Arms a cut right after the `writes`-th write from now (so something written is not synced yet: a
+    /// cut at a random moment mostly lands just after an fsync); [`PowerFs::wait_armed_cut`] waits for it.
+    pub fn cut_after_writes(&self, writes: u64, mode: CutMode) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.arm(writes, mode);
+    }
+
+    /// Waits up to `timeout` for the armed cut; its report, or `None` if it has not happened (then the
+    /// caller cuts: the load may have written less than armed for).
+    pub fn wait_armed_cut(&self, timeout: Duration) -> Option<CutReport> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.is_cut() {
+                return state.last_cut();
+            }
+            drop(state);
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// [`PowerFs::cut_after_writes`], waiting up to a second for it, then a cut at once if the load wrote
+    /// less than that: the cut a test makes under a load that keeps writing.
+    pub fn cut_after_writes_or_now(&self, writes: u64, mode: CutMode) -> CutReport {
+        self.cut_after_writes(writes, mode);
+        self.wait_armed_cut(Duration::from_secs(1))
+            .unwrap_or_else(|| self.cut_as(mode))
+    }
+
     /// A handle that cuts this mount's power from another thread (a test's killer thread).
     pub fn cutter(&self) -> Cutter {
         Cutter {

@@ -110,6 +110,10 @@ pub struct State {
     pending: Vec<Pending>,
     last_written: Option<u64>,
     frozen: bool,
+    /// A cut to make right after the n-th write from now reaches the backing file ([`State::arm`]).
+    armed: Option<(u64, CutMode)>,
+    /// What the last cut forgot.
+    last_cut: Option<CutReport>,
 }
 
 fn is_not_found(e: &io::Error) -> bool {
@@ -137,6 +141,8 @@ impl State {
             pending: Vec::new(),
             last_written: None,
             frozen: false,
+            armed: None,
+            last_cut: None,
         };
         state.graveyard_ino = state.ino_for(ROOT_INO, OsStr::new(GRAVEYARD));
         Ok(state)
@@ -153,6 +159,30 @@ impl State {
 
     pub fn is_cut(&self) -> bool {
         self.frozen
+    }
+
+    /// Arms a cut right after the `writes`-th write from now: a cut at a moment when something written is
+    /// certainly not synced yet (a cut at a random time mostly lands after an fsync).
+    pub fn arm(&mut self, writes: u64, mode: CutMode) {
+        self.armed = Some((writes.max(1), mode));
+    }
+
+    /// Counts a write done; makes the armed cut when its moment has come.
+    pub fn wrote(&mut self) {
+        if let Some((left, mode)) = self.armed {
+            if left <= 1 {
+                self.armed = None;
+                let report = self.cut(mode);
+                self.last_cut = Some(report);
+            } else {
+                self.armed = Some((left - 1, mode));
+            }
+        }
+    }
+
+    /// The report of the last cut made by [`State::arm`].
+    pub fn last_cut(&self) -> Option<CutReport> {
+        self.last_cut.clone()
     }
 
     pub fn is_graveyard(&self, parent: u64, name: &OsStr) -> bool {

@@ -109,7 +109,13 @@ fn run(power_cuts: bool) {
             } else {
                 CutMode::Forget
             };
-            forgotten += fs.cut_as(mode).bytes_forgotten;
+            // Half the cuts right after a write (something certainly unsynced), half at the random moment.
+            let report = if cycle % 4 < 2 {
+                fs.cut_after_writes_or_now(rng.random_range(1..20), mode)
+            } else {
+                fs.cut_as(mode)
+            };
+            forgotten += report.bytes_forgotten;
         }
         w.kill9();
         stop.store(true, Ordering::SeqCst);
