@@ -6,6 +6,11 @@
 //!
 //! Cycles: `LOGTANK_INDEXES_CRASH_CYCLES` (default 3). Seed: `LOGTANK_INDEXES_CRASH_SEED` (default random;
 //! printed, so a failure can be replayed).
+//!
+//! The same under power cuts (`LOGTANK_POWER_CUTS`, default 3; tests/run runs 30): the data root on
+//! logtank-powerfs, cut before each kill (mostly right after one of the pipeline's writes: mid-deal,
+//! mid-sort, mid-optimize, mid-clean), so every output the pipeline adopts must have been made durable
+//! before the input it replaces was let go.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -14,6 +19,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
+use logtank_powerfs::{CutMode, PowerFs};
 use logtank_storage::merge::{apply, Docs};
 use logtank_thrift::LogRecord;
 use rand::rngs::StdRng;
@@ -91,10 +97,38 @@ fn random_record(rng: &mut StdRng) -> LogRecord {
 
 #[test]
 fn kill_9_while_dealing_sorting_and_optimizing_loses_nothing() {
-    let cycles: u32 = std::env::var("LOGTANK_INDEXES_CRASH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    run(false);
+}
+
+#[test]
+fn power_cuts_while_dealing_sorting_and_optimizing_lose_nothing() {
+    if let Err(why) = PowerFs::available() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    run(true);
+}
+
+/// fsyncs every file and directory under `root`: what the test itself wrote is durable before a cut.
+fn sync_tree(root: &std::path::Path) {
+    for entry in std::fs::read_dir(root).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            sync_tree(&path);
+        } else {
+            std::fs::File::open(&path).unwrap().sync_all().unwrap();
+        }
+    }
+    std::fs::File::open(root).unwrap().sync_all().unwrap();
+}
+
+fn run(power_cuts: bool) {
+    let env = if power_cuts {
+        "LOGTANK_POWER_CUTS"
+    } else {
+        "LOGTANK_INDEXES_CRASH_CYCLES"
+    };
+    let cycles: u32 = std::env::var(env).ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let seed: u64 = std::env::var("LOGTANK_INDEXES_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -102,7 +136,18 @@ fn kill_9_while_dealing_sorting_and_optimizing_loses_nothing() {
     eprintln!("crash test: {cycles} cycles, seed {seed} (LOGTANK_INDEXES_CRASH_SEED)");
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let mut powerfs = power_cuts.then(|| {
+        PowerFs::mount(
+            &dir.path().join("backing"),
+            &dir.path().join("mnt"),
+            CutMode::Forget,
+        )
+        .unwrap()
+    });
+    let data = powerfs
+        .as_ref()
+        .map_or(dir.path().to_path_buf(), |fs| fs.path().to_path_buf());
+    let root = data.as_path();
     make_master(root);
     let mut written: BTreeMap<String, Vec<LogRecord>> = BTreeMap::new();
     let mut write = |rng: &mut StdRng| {
@@ -117,16 +162,35 @@ fn kill_9_while_dealing_sorting_and_optimizing_loses_nothing() {
     };
 
     write(&mut rng);
+    if power_cuts {
+        sync_tree(root);
+    }
     let config = "[pipeline]\nidle_ms = 20\npage_bytes = 8192\nsort_unsorted_segments_max = 2\n\
                   sort_unsorted_bytes_max = 16384\nsort_memory_bytes = 4096\n\
                   optimize_unoptimized_segments_min = 1\noptimize_inputs_max = 3\nread_guard_ms = 0\n";
-    let mut daemon = Daemon::start(root, config);
+    // Under power cuts each run of the daemon is cut after a random number of its writes once it serves:
+    // dealing, sorting, optimizing or cleaning (a cut at a random time mostly finds it idle).
+    let arm = |fs: &Option<PowerFs>, rng: &mut StdRng| {
+        if let Some(fs) = fs {
+            fs.cut_after_writes(rng.random_range(1..250), CutMode::Forget);
+        }
+    };
+    let mut daemon = Daemon::start_on(dir.path(), root, "indexes", config, &[]);
+    arm(&powerfs, &mut rng);
+    let (mut forgotten, mut entries_undone) = (0, 0);
     let layout = daemon.layout();
     let mut killed_with_work_pending = 0;
     for cycle in 0..cycles {
         // Some kills land while raw segments are being dealt or sorted, some once dealing caught up (the
         // sorter, optimizer and cleaner at work), some after a whole pass (a restart on a quiet state).
-        match rng.random_range(0..10) {
+        let phase = if powerfs.is_some() {
+            10
+        } else {
+            rng.random_range(0..10)
+        };
+        match phase {
+            // Power cuts: armed at the start.
+            10 => {}
             0..4 => std::thread::sleep(Duration::from_millis(rng.random_range(10..300))),
             4..7 => {
                 eventually("dealing to catch up", || {
@@ -137,7 +201,23 @@ fn kill_9_while_dealing_sorting_and_optimizing_loses_nothing() {
             _ => daemon.wait_idle_after(0),
         }
         let pending = journal_files(&layout.raw_live()).len() > 1;
+        // The power goes first: the armed cut, or one now if the daemon wrote less than it was armed for.
+        if let Some(fs) = &powerfs {
+            let mode = if cycle % 2 == 1 {
+                CutMode::Tear
+            } else {
+                CutMode::Forget
+            };
+            let report = fs
+                .wait_armed_cut(Duration::from_secs(1))
+                .unwrap_or_else(|| fs.cut_as(mode));
+            forgotten += report.bytes_forgotten;
+            entries_undone += report.entries_undone;
+        }
         daemon.kill9();
+        if let Some(fs) = powerfs.take() {
+            powerfs = Some(fs.remount().unwrap());
+        }
         if pending {
             killed_with_work_pending += 1;
         }
@@ -154,17 +234,27 @@ fn kill_9_while_dealing_sorting_and_optimizing_loses_nothing() {
         // The writer goes on meanwhile: more closed raw segments.
         write(&mut rng);
         daemon.start_again();
+        // Armed once it serves (a cut while it starts would only fail its start), not after the last cycle.
+        if cycle + 1 < cycles {
+            arm(&powerfs, &mut rng);
+        }
     }
 
     // Let it finish: everything but the writer's newest segment dealt, then a cycle with nothing to do.
-    eventually("every closed raw segment dealt", || {
-        journal_files(&layout.raw_live()).len() == 1
-    });
+    eventually_or(
+        "every closed raw segment dealt",
+        || journal_files(&layout.raw_live()).len() == 1,
+        || tail(&daemon.log(), 40),
+    );
     let cycles_done = daemon.cycles();
     daemon.wait_idle_after(cycles_done);
     let log = daemon.log();
     assert!(!log.contains("panic"), "{log}");
-    eprintln!("{killed_with_work_pending} of {cycles} kills came while raw segments were undealt");
+    eprintln!(
+        "{killed_with_work_pending} of {cycles} {} came while raw segments were undealt \
+         ({forgotten} unsynced bytes and {entries_undone} unsynced directory entries forgotten)",
+        if power_cuts { "power cuts" } else { "kills" }
+    );
 
     let mut reader = daemon.reader_client();
     let mut manager = daemon.manager_client();

@@ -65,6 +65,12 @@ impl Daemon {
 
     /// Like [`Daemon::start_named`], with extra command-line arguments (kept for restarts).
     pub fn start_args(root: &Path, name: &str, extra: &str, args: &[&str]) -> Daemon {
+        Daemon::start_on(root, root, name, extra, args)
+    }
+
+    /// Like [`Daemon::start_args`], with the config and log in `root` and the data root at `data` (a
+    /// power-loss mount, whose cuts must not take the config with them).
+    pub fn start_on(root: &Path, data: &Path, name: &str, extra: &str, args: &[&str]) -> Daemon {
         std::fs::create_dir_all(root).unwrap();
         let config = root.join(format!("{name}.toml"));
         let pipeline = if extra.contains("[pipeline]") {
@@ -72,7 +78,7 @@ impl Daemon {
         } else {
             "[pipeline]\nidle_ms = 50\n".to_string()
         };
-        std::fs::write(&config, format!("{}{pipeline}{extra}", base_config(root))).unwrap();
+        std::fs::write(&config, format!("{}{pipeline}{extra}", base_config(data))).unwrap();
         let mut all = vec!["--config".to_string(), config.display().to_string()];
         all.extend(args.iter().map(|a| a.to_string()));
         let process = DaemonProcess::start(Spec {
@@ -84,7 +90,7 @@ impl Daemon {
             env: vec![("RUST_BACKTRACE".into(), "1".into())],
             ..Spec::default()
         });
-        Daemon::of(process, root)
+        Daemon::of(process, data)
     }
 
     fn of(process: DaemonProcess, root: &Path) -> Daemon {
@@ -175,6 +181,11 @@ pub fn write_raw(root: &Path, batches: &[Vec<LogRecord>]) {
             codec::encode_record(&mut payload, record);
         }
         journal.append(&payload).unwrap();
+    }
+    // Durable, as the writer's acknowledged batches are (the power-cut tests cut right after).
+    let last = journal.last_appended();
+    if last > 0 {
+        journal.wait_durable(last).unwrap();
     }
     journal.close().unwrap();
 }
