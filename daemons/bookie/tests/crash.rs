@@ -41,14 +41,7 @@ fn every_acknowledged_entry_survives_power_cuts() {
 
 fn run(power_cuts: bool) {
     let pdir = tempfile::tempdir().unwrap();
-    let mut powerfs = power_cuts.then(|| {
-        PowerFs::mount(
-            &pdir.path().join("backing"),
-            &pdir.path().join("mnt"),
-            CutMode::Forget,
-        )
-        .unwrap()
-    });
+    let mut powerfs = power_cuts.then(|| PowerFs::mount_under(pdir.path()).unwrap());
     let mut cluster = match &powerfs {
         Some(fs) => {
             let (journal, ledgers) = (fs.path().join("journal"), fs.path().join("ledgers"));
@@ -100,11 +93,8 @@ fn run(power_cuts: bool) {
         });
         // The power goes first: nothing the bookie does after it reaches a disk.
         if let Some(fs) = &powerfs {
-            let mode = if cycle % 4 >= 2 {
-                CutMode::Tear
-            } else {
-                CutMode::Forget
-            };
+            // Both modes on both IO paths (which alternate every cycle).
+            let mode = CutMode::alternating((cycle / 2) as u64);
             // Right after a write, so the cut always finds something written and not yet synced.
             forgotten += fs
                 .cut_after_writes_or_now(rng.random_range(1..50), mode)

@@ -47,10 +47,7 @@ fn run(power_cuts: bool) {
     let dir = tempfile::tempdir().unwrap();
     // Small log segments and frequent snapshots, so the cycles also cross snapshots and pruning.
     let extra = "[limits]\nframe_bytes_max = 65536\n[persistence]\nsnapshot_every_txns = 2000\nsnapshots_retained = 2\nlog_segment_size_bytes = 262144\n";
-    let mut powerfs = power_cuts.then(|| {
-        let backing = dir.path().join("backing");
-        PowerFs::mount(&backing, &dir.path().join("mnt"), CutMode::Forget).unwrap()
-    });
+    let mut powerfs = power_cuts.then(|| PowerFs::mount_under(dir.path()).unwrap());
     let mut server = match &powerfs {
         Some(fs) => Server::start_on(dir.path(), fs.path(), extra),
         None => Server::start(dir.path(), extra),
@@ -81,11 +78,7 @@ fn run(power_cuts: bool) {
         };
         let pid = server.pid();
         let cutter = powerfs.as_ref().map(PowerFs::cutter);
-        let mode = if cycle % 2 == 1 {
-            CutMode::Tear
-        } else {
-            CutMode::Forget
-        };
+        let mode = CutMode::alternating(cycle.into());
         let forgotten_here = std::sync::Arc::clone(&forgotten);
         let killer = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(kill_after_ms));

@@ -136,14 +136,7 @@ fn run(power_cuts: bool) {
     eprintln!("crash test: {cycles} cycles, seed {seed} (LOGTANK_INDEXES_CRASH_SEED)");
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
-    let mut powerfs = power_cuts.then(|| {
-        PowerFs::mount(
-            &dir.path().join("backing"),
-            &dir.path().join("mnt"),
-            CutMode::Forget,
-        )
-        .unwrap()
-    });
+    let mut powerfs = power_cuts.then(|| PowerFs::mount_under(dir.path()).unwrap());
     let data = powerfs
         .as_ref()
         .map_or(dir.path().to_path_buf(), |fs| fs.path().to_path_buf());
@@ -170,13 +163,13 @@ fn run(power_cuts: bool) {
                   optimize_unoptimized_segments_min = 1\noptimize_inputs_max = 3\nread_guard_ms = 0\n";
     // Under power cuts each run of the daemon is cut after a random number of its writes once it serves:
     // dealing, sorting, optimizing or cleaning (a cut at a random time mostly finds it idle).
-    let arm = |fs: &Option<PowerFs>, rng: &mut StdRng| {
+    let arm = |fs: &Option<PowerFs>, rng: &mut StdRng, cycle: u32| {
         if let Some(fs) = fs {
-            fs.cut_after_writes(rng.random_range(1..250), CutMode::Forget);
+            fs.cut_after_writes(rng.random_range(1..250), CutMode::alternating(cycle.into()));
         }
     };
     let mut daemon = Daemon::start_on(dir.path(), root, "indexes", config, &[]);
-    arm(&powerfs, &mut rng);
+    arm(&powerfs, &mut rng, 0);
     let (mut forgotten, mut entries_undone) = (0, 0);
     let layout = daemon.layout();
     let mut killed_with_work_pending = 0;
@@ -203,11 +196,7 @@ fn run(power_cuts: bool) {
         let pending = journal_files(&layout.raw_live()).len() > 1;
         // The power goes first: the armed cut, or one now if the daemon wrote less than it was armed for.
         if let Some(fs) = &powerfs {
-            let mode = if cycle % 2 == 1 {
-                CutMode::Tear
-            } else {
-                CutMode::Forget
-            };
+            let mode = CutMode::alternating(cycle.into());
             let report = fs
                 .wait_armed_cut(Duration::from_secs(1))
                 .unwrap_or_else(|| fs.cut_as(mode));
@@ -236,7 +225,7 @@ fn run(power_cuts: bool) {
         daemon.start_again();
         // Armed once it serves (a cut while it starts would only fail its start), not after the last cycle.
         if cycle + 1 < cycles {
-            arm(&powerfs, &mut rng);
+            arm(&powerfs, &mut rng, cycle + 1);
         }
     }
 

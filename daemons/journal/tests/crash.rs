@@ -130,8 +130,7 @@ fn run_cycles(backend: IoBackend, backend_name: &str, fault: Fault) {
                 eprintln!("SKIPPED: {why}");
                 return;
             }
-            let backing = dir.path().join("backing");
-            Some(PowerFs::mount(&backing, &dir.path().join("mnt"), CutMode::Forget).unwrap())
+            Some(PowerFs::mount_under(dir.path()).unwrap())
         }
     };
     let data = powerfs
@@ -184,11 +183,7 @@ fn run_cycles(backend: IoBackend, backend_name: &str, fault: Fault) {
         std::thread::sleep(Duration::from_micros(rng.random_range(0..5000)));
         // The power goes first: what the child does after it (EIO everywhere) reaches no disk.
         let cut = powerfs.as_ref().map(|fs| {
-            let mode = if cycle % 2 == 1 {
-                CutMode::Tear
-            } else {
-                CutMode::Forget
-            };
+            let mode = CutMode::alternating(cycle);
             // Half the cuts right after a write (something certainly unsynced), half at the random moment.
             if cycle % 4 < 2 {
                 fs.cut_after_writes_or_now(rng.random_range(1..20), mode)

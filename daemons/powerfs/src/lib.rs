@@ -72,6 +72,11 @@ impl PowerFs {
         })
     }
 
+    /// [`PowerFs::mount`] of `dir/backing` at `dir/mnt`, in [`CutMode::Forget`]: a test's one mount.
+    pub fn mount_under(dir: &Path) -> std::io::Result<PowerFs> {
+        PowerFs::mount(&dir.join("backing"), &dir.join("mnt"), CutMode::Forget)
+    }
+
     /// Where the file system is mounted.
     pub fn path(&self) -> &Path {
         &self.mountpoint

@@ -41,6 +41,17 @@ pub enum CutMode {
     Tear,
 }
 
+impl CutMode {
+    /// `Forget` for even `n`, `Tear` for odd: how a test alternates them over its cycles.
+    pub fn alternating(n: u64) -> CutMode {
+        if n % 2 == 1 {
+            CutMode::Tear
+        } else {
+            CutMode::Forget
+        }
+    }
+}
+
 /// What one cut forgot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CutReport {
@@ -375,13 +386,7 @@ impl State {
         });
         // Gone for good: an open descriptor keeps the inode alive, as after a real unlink.
         for ino in buried {
-            let path = self.path(ino)?;
-            let meta = std::fs::symlink_metadata(&path)?;
-            if meta.is_dir() {
-                std::fs::remove_dir_all(&path)?;
-            } else {
-                std::fs::remove_file(&path)?;
-            }
+            remove_entry(&self.path(ino)?)?;
             self.forget_node(ino);
         }
         Ok(())
@@ -470,13 +475,7 @@ impl State {
     fn undo(&mut self, change: NsChange) -> io::Result<()> {
         match change {
             NsChange::Created { ino } => {
-                let path = self.path(ino)?;
-                let meta = std::fs::symlink_metadata(&path)?;
-                if meta.is_dir() {
-                    std::fs::remove_dir_all(&path)?;
-                } else {
-                    std::fs::remove_file(&path)?;
-                }
+                remove_entry(&self.path(ino)?)?;
                 self.forget_node(ino);
             }
             NsChange::Removed { ino, parent, name } => {
@@ -499,6 +498,15 @@ impl State {
             }
         }
         Ok(())
+    }
+}
+
+/// Removes a file, symlink or directory tree from the backing directory.
+fn remove_entry(path: &std::path::Path) -> io::Result<()> {
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
     }
 }
 

@@ -66,10 +66,7 @@ fn run(power_cuts: bool) {
     // Every batch sent (key → record count) and every batch acknowledged, over all cycles.
     let sent: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
     let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
-    let mut powerfs = power_cuts.then(|| {
-        let backing = dir.path().join("backing");
-        PowerFs::mount(&backing, &dir.path().join("mnt"), CutMode::Forget).unwrap()
-    });
+    let mut powerfs = power_cuts.then(|| PowerFs::mount_under(dir.path()).unwrap());
     let mut w = match &powerfs {
         Some(fs) => Writer::start_on(dir.path(), fs.path(), extra, &[]),
         None => Writer::start(dir.path(), extra, &[]),
@@ -104,11 +101,7 @@ fn run(power_cuts: bool) {
         std::thread::sleep(Duration::from_millis(rng.random_range(20..400)));
         // A power cut first (every other one tearing the last file's unsynced end), then the process dies.
         if let Some(fs) = &powerfs {
-            let mode = if cycle % 2 == 1 {
-                CutMode::Tear
-            } else {
-                CutMode::Forget
-            };
+            let mode = CutMode::alternating(cycle.into());
             // Half the cuts right after a write (something certainly unsynced), half at the random moment.
             let report = if cycle % 4 < 2 {
                 fs.cut_after_writes_or_now(rng.random_range(1..20), mode)
