@@ -15,7 +15,7 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
 };
 
-use crate::state::{State, ROOT_INO};
+use crate::state::{FaultOp, State, ROOT_INO};
 
 /// How long the kernel may cache names and attributes. Short: a cut is followed by a new mount anyway.
 const TTL: Duration = Duration::from_secs(1);
@@ -223,6 +223,7 @@ impl PowerLossFs {
             return Err(io::Error::from_raw_os_error(libc::EACCES));
         }
         let path = state.child_path(parent, name)?;
+        state.fault(FaultOp::Create, &path)?;
         let file = make(&path)?;
         let ino = state.created(parent, name, is_file);
         let meta = std::fs::symlink_metadata(&path)?;
@@ -254,6 +255,8 @@ impl PowerLossFs {
         let file = self.handle(fh)?;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.check_running()?;
+        let path = state.path(ino)?;
+        state.fault(FaultOp::Write, &path)?;
         state.before_change(ino, file, offset, offset + data.len() as u64)?;
         file.write_all_at(data, offset)?;
         state.wrote();
@@ -537,10 +540,19 @@ impl Filesystem for PowerLossFs {
         // fdatasync too: it covers the length, and nothing here models the other metadata. The backing
         // file is not synced: the host does not lose power, the model does.
         let mut state = self.state();
-        match state.check_running() {
-            Ok(()) => {
+        let injected = state
+            .check_running()
+            .and_then(|()| state.path(ino))
+            .map(|path| state.fault(FaultOp::Fsync, &path));
+        match injected {
+            Ok(Ok(())) => {
                 state.file_synced(ino);
                 reply.ok()
+            }
+            Ok(Err(e)) => {
+                // The writeback failed: what this fsync should have covered is gone from the disk.
+                let _ = state.fsync_failed(ino);
+                reply.error(errno(&e))
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -639,6 +651,8 @@ impl Filesystem for PowerLossFs {
             let file = self.handle(fh)?;
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             state.check_running()?;
+            let path = state.path(ino)?;
+            state.fault(FaultOp::Write, &path)?;
             let (start, end) = (offset.max(0) as u64, (offset + length).max(0) as u64);
             state.before_change(ino, file, start, end)?;
             nix::fcntl::fallocate(

@@ -6,7 +6,8 @@
 //!
 //! A test mounts it over a data directory, runs a daemon on the mount under load, cuts (every later request
 //! fails with EIO: the machine is off), kills the daemon, [`PowerFs::remount`]s, restarts the daemon on what
-//! is left and checks every acknowledged write. Root (or CAP_SYS_ADMIN) and `/dev/fuse` are needed:
+//! is left and checks every acknowledged write. [`PowerFs::inject`] fails writes, fsyncs or creations with
+//! an errno (EIO, ENOSPC): the disk-fault tests. Root (or CAP_SYS_ADMIN) and `/dev/fuse` are needed:
 //! [`PowerFs::available`] says whether they are here. The model and its limits are in docs/reliability.md.
 
 mod fuse;
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use state::{CutMode, CutReport, GRAVEYARD};
+pub use state::{CutMode, CutReport, Fault, FaultOp, GRAVEYARD};
 
 /// A mounted power-loss file system; unmounts when dropped.
 #[derive(Debug)]
@@ -129,6 +130,24 @@ impl PowerFs {
         self.cut_after_writes(writes, mode);
         self.wait_armed_cut(Duration::from_secs(1))
             .unwrap_or_else(|| self.cut_as(mode))
+    }
+
+    /// Injects a disk fault: matching operations fail with its errno from now on (see [`Fault`]).
+    pub fn inject(&self, fault: Fault) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).inject(fault);
+    }
+
+    /// Removes every injected fault: the disk works again.
+    pub fn clear_faults(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear_faults();
+    }
+
+    /// How many operations injected faults have failed so far.
+    pub fn faults_hit(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).faults_hit()
     }
 
     /// A handle that cuts this mount's power from another thread (a test's killer thread).

@@ -67,6 +67,53 @@ pub struct CutReport {
     pub torn: Option<(PathBuf, u64, u64)>,
 }
 
+/// The operations a disk fault can fail ([`Fault`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultOp {
+    /// `write` and `fallocate`: nothing reaches the file.
+    Write,
+    /// `fsync`/`fdatasync` of a file: the writes it should have covered are lost (their writeback
+    /// failed), as Linux loses them: the call fails once, and a later fsync succeeds without bringing them
+    /// back. Reads through a new open see the durable contents again.
+    Fsync,
+    /// Creating a file or directory (`create`, `mknod`, `mkdir`): no entry is made.
+    Create,
+}
+
+/// A disk fault to inject: `op` on a path containing `path_contains` (relative to the mount's root) fails
+/// with `errno`, the next `times` times (or until [`State::clear_faults`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub op: FaultOp,
+    pub errno: i32,
+    pub path_contains: String,
+    pub times: Option<u64>,
+}
+
+impl Fault {
+    /// `op` fails with `errno` on every path, until cleared.
+    pub fn new(op: FaultOp, errno: i32) -> Fault {
+        Fault {
+            op,
+            errno,
+            path_contains: String::new(),
+            times: None,
+        }
+    }
+
+    /// Only on paths (relative to the mount's root) containing `part`.
+    pub fn on_paths_containing(mut self, part: &str) -> Fault {
+        self.path_contains = part.into();
+        self
+    }
+
+    /// Only the next `n` times.
+    pub fn times(mut self, n: u64) -> Fault {
+        self.times = Some(n);
+        self
+    }
+}
+
 /// Where an inode is now: its parent directory and its name there (no hard links, so exactly one).
 #[derive(Debug, Clone)]
 struct Node {
@@ -125,6 +172,10 @@ pub struct State {
     armed: Option<(u64, CutMode)>,
     /// What the last cut forgot.
     last_cut: Option<CutReport>,
+    /// Disk faults to inject ([`State::fault`]).
+    faults: Vec<Fault>,
+    /// How many operations the faults failed.
+    faults_hit: u64,
 }
 
 fn is_not_found(e: &io::Error) -> bool {
@@ -154,6 +205,8 @@ impl State {
             frozen: false,
             armed: None,
             last_cut: None,
+            faults: Vec::new(),
+            faults_hit: 0,
         };
         state.graveyard_ino = state.ino_for(ROOT_INO, OsStr::new(GRAVEYARD));
         Ok(state)
@@ -430,6 +483,56 @@ impl State {
             undo.saved.insert(page, bytes);
         }
         Ok(())
+    }
+
+    /// Adds a disk fault.
+    pub fn inject(&mut self, fault: Fault) {
+        self.faults.push(fault);
+    }
+
+    /// Removes every disk fault (the disk is healthy again).
+    pub fn clear_faults(&mut self) {
+        self.faults.clear();
+    }
+
+    /// How many operations injected faults have failed so far.
+    pub fn faults_hit(&self) -> u64 {
+        self.faults_hit
+    }
+
+    /// The injected error for `op` on `path` (a path in the backing directory), if a fault matches; a
+    /// fault with a count is used up by it.
+    pub fn fault(&mut self, op: FaultOp, path: &std::path::Path) -> io::Result<()> {
+        let relative = path.strip_prefix(&self.backing).unwrap_or(path).to_string_lossy();
+        let Some(i) = self
+            .faults
+            .iter()
+            .position(|f| f.op == op && relative.contains(f.path_contains.as_str()))
+        else {
+            return Ok(());
+        };
+        let errno = self.faults[i].errno;
+        match &mut self.faults[i].times {
+            Some(1) => {
+                self.faults.remove(i);
+            }
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        self.faults_hit += 1;
+        Err(io::Error::from_raw_os_error(errno))
+    }
+
+    /// A file's failed fsync: the writes it should have made durable are lost now (the backing file is
+    /// brought back to its durable contents), and nothing of them comes back with a later fsync.
+    pub fn fsync_failed(&mut self, ino: u64) -> io::Result<()> {
+        if self.last_written == Some(ino) {
+            self.last_written = None;
+        }
+        let Some(undo) = self.files.remove(&ino) else {
+            return Ok(());
+        };
+        revert_file(&self.path(ino)?, &undo, false).map(|_| ())
     }
 
     /// A file's fsync or fdatasync: its contents and length are durable now.

@@ -202,3 +202,65 @@ fn after_a_cut_every_request_fails_and_statfs_is_the_backing_disks() {
     assert_eq!(f.write_at(b"x", 0).unwrap_err().raw_os_error(), Some(libc::EIO));
     assert_eq!(f.sync_all().unwrap_err().raw_os_error(), Some(libc::EIO));
 }
+
+// Proves a failed fsync loses what it should have covered, as Linux does: the call fails once, a later
+// fsync succeeds, and a new open reads the durable contents, not the lost writes (a process that re-syncs
+// and trusts its page cache is caught).
+#[test]
+fn a_failed_fsync_loses_the_writes_it_should_have_covered() {
+    use logtank_powerfs::{Fault, FaultOp};
+    let Some((_dir, fs)) = mounted(CutMode::Forget) else {
+        return;
+    };
+    let path = fs.path().join("log");
+    let mut f = File::create(&path).unwrap();
+    sync_dir(fs.path());
+    f.write_all(b"durable").unwrap();
+    f.sync_data().unwrap();
+    f.write_all(b" lost").unwrap();
+    fs.inject(
+        Fault::new(FaultOp::Fsync, libc::EIO)
+            .on_paths_containing("log")
+            .times(1),
+    );
+    assert_eq!(f.sync_data().unwrap_err().raw_os_error(), Some(libc::EIO));
+    assert_eq!(fs.faults_hit(), 1);
+    f.sync_data().unwrap();
+    drop(f);
+    assert_eq!(fs::read(&path).unwrap(), b"durable");
+    let fs = power_cycle(fs);
+    assert_eq!(fs::read(fs.path().join("log")).unwrap(), b"durable");
+}
+
+// Proves injected ENOSPC on creation and EIO on write fail only matching paths and only as often as asked,
+// and that nothing reaches the file system for a refused operation.
+#[test]
+fn injected_create_and_write_faults_hit_only_their_paths() {
+    use logtank_powerfs::{Fault, FaultOp};
+    let Some((_dir, fs)) = mounted(CutMode::Forget) else {
+        return;
+    };
+    fs::create_dir(fs.path().join("full")).unwrap();
+    fs.inject(Fault::new(FaultOp::Create, libc::ENOSPC).on_paths_containing("full/"));
+    let err = File::create(fs.path().join("full/segment")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+    assert_eq!(
+        fs::create_dir(fs.path().join("full/d"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::ENOSPC)
+    );
+    assert!(!fs.backing().join("full/segment").exists());
+    let mut other = File::create(fs.path().join("other")).unwrap();
+    fs.inject(
+        Fault::new(FaultOp::Write, libc::EIO)
+            .on_paths_containing("other")
+            .times(1),
+    );
+    assert_eq!(other.write_all(b"x").unwrap_err().raw_os_error(), Some(libc::EIO));
+    other.write_all(b"y").unwrap();
+    assert_eq!(fs::read(fs.path().join("other")).unwrap(), b"y");
+    assert_eq!(fs.faults_hit(), 3);
+    fs.clear_faults();
+    File::create(fs.path().join("full/segment")).unwrap();
+}
