@@ -127,7 +127,12 @@ pub struct Marks {
     pub durable: u64,
     /// The journal thread hit an IO error; nothing more will be written or made durable.
     pub failed: bool,
+    /// The next segment cannot be created: appends are refused ([`Error::CannotGrow`]) until it can.
+    pub cannot_grow: bool,
 }
+
+/// How often a journal that cannot create its next segment tries again.
+pub const GROW_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where a record was put: the segment (named by its first sequence number) and the frame's byte offset in
 /// it, for reading it back directly ([`Journal::read_located`]).
@@ -158,6 +163,8 @@ struct State {
     marks: Marks,
     durable_wanted: u64,
     failure: Option<String>,
+    /// Why the next segment cannot be created, while it cannot ([`Marks::cannot_grow`]).
+    cannot_grow: Option<String>,
     closing: bool,
     writer_idle: bool,
     segments: Vec<SegmentMeta>,
@@ -287,6 +294,7 @@ impl Journal {
             written: last_seq,
             durable: last_seq,
             failed: false,
+            cannot_grow: false,
         };
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
@@ -304,6 +312,7 @@ impl Journal {
                 marks,
                 durable_wanted: 0,
                 failure: None,
+                cannot_grow: None,
                 closing: false,
                 writer_idle: false,
                 segments,
@@ -407,6 +416,9 @@ impl Journal {
             }
             if st.closing {
                 return Err(Error::Closed);
+            }
+            if let Some(why) = &st.cannot_grow {
+                return Err(Error::CannotGrow(why.clone()));
             }
             if st.pending_bytes == 0 || st.pending_bytes + total <= PENDING_BYTES_MAX {
                 break;
@@ -811,6 +823,55 @@ impl JournalThread {
         Ok(())
     }
 
+    /// The next segment, waiting for one as long as it cannot be created (a full or failing disk: the
+    /// records staged for it wait, new appends are refused with [`Error::CannotGrow`], and the journal goes
+    /// on by itself once the disk takes the segment). Fails only if the journal closes meanwhile.
+    fn take_spare(&mut self, first_seq: u64) -> Result<(SegmentMeta, File), Error> {
+        let dir = self.shared.dir.clone();
+        let mut logged = false;
+        loop {
+            let e = match self.spare.take(&dir, first_seq) {
+                Ok(taken) => {
+                    if logged {
+                        log::info!("journal {}: the next segment was created; appends go on", dir.display());
+                        let mut st = self.shared.lock();
+                        st.cannot_grow = None;
+                        st.marks.cannot_grow = false;
+                        let marks = st.marks;
+                        drop(st);
+                        self.shared.marks_tx.send_replace(marks);
+                    }
+                    return Ok(taken);
+                }
+                Err(e) => e,
+            };
+            let mut st = self.shared.lock();
+            if st.closing {
+                return Err(e);
+            }
+            if !logged {
+                log::error!(
+                    "journal {}: cannot create the next segment: {e}; appends are refused until it can (tried \
+                     again every {:?})",
+                    dir.display(),
+                    GROW_RETRY_INTERVAL
+                );
+                logged = true;
+            }
+            st.cannot_grow = Some(e.to_string());
+            st.marks.cannot_grow = true;
+            let marks = st.marks;
+            self.shared.marks_tx.send_replace(marks);
+            self.shared.progress.notify_all();
+            let _ = self
+                .shared
+                .writer_wake
+                .wait_timeout(st, GROW_RETRY_INTERVAL)
+                .unwrap_or_else(|p| p.into_inner());
+            self.spare.reorder();
+        }
+    }
+
     /// Makes the current segment durable, then creates the next one.
     fn roll(&mut self, first_seq: u64) -> Result<(), Error> {
         self.backend.sync(&self.file).with_path(&self.shared.dir)?;
@@ -825,7 +886,7 @@ impl JournalThread {
                 );
             }
         }
-        let (meta, file) = self.spare.take(&self.shared.dir, first_seq)?;
+        let (meta, file) = self.take_spare(first_seq)?;
         log::debug!(
             "journal {}: rolled to {}",
             self.shared.dir.display(),

@@ -36,7 +36,9 @@ mod uring;
 use std::path::PathBuf;
 
 pub use crate::io::IoBackend;
-pub use crate::journal::{Journal, JournalOptions, Location, Marks, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
+pub use crate::journal::{
+    Journal, JournalOptions, Location, Marks, GROW_RETRY_INTERVAL, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+};
 pub use crate::metrics::Metrics;
 pub use crate::reader::{Reader, Record};
 pub use crate::recovery::{salvage, RecoveryReport, TornTail};
@@ -64,6 +66,10 @@ pub enum Error {
     RecordTooLarge { len: usize, max: u32 },
     #[error("the journal stopped accepting writes after an IO error (restart to recover): {0}")]
     Failed(String),
+    /// The next segment cannot be created (a full or failing disk): appends are refused, nothing written
+    /// is lost, and the journal tries again every [`GROW_RETRY_INTERVAL`] until it can.
+    #[error("the journal cannot create its next segment ({0}); appends are refused until it can (tried again every second)")]
+    CannotGrow(String),
     #[error("the journal is closed")]
     Closed,
     #[error("journal directory {} is in use by another process", .0.display())]

@@ -124,6 +124,13 @@ impl SparePreparer {
         })
     }
 
+    /// Orders a spare if none is on its way (after a [`SparePreparer::take`] that failed).
+    pub(crate) fn reorder(&mut self) {
+        if !self.pending {
+            self.pending = self.requests.as_ref().is_some_and(|r| r.send(()).is_ok());
+        }
+    }
+
     /// Turns the prepared spare into segment `first_seq` (header durable, name durable) and orders the next one.
     pub(crate) fn take(&mut self, dir: &Path, first_seq: u64) -> Result<(SegmentMeta, File), Error> {
         if !self.pending {

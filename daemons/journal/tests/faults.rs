@@ -1,6 +1,9 @@
 //! Disk faults, injected by the power-loss file system (logtank-powerfs): a failed fsync, and a segment that
 //! cannot be created. Root only (each test says so and passes otherwise; tests/run runs as root).
 //!
+//! A segment that cannot be created (a full disk) is not a failure: appends are refused with the reason
+//! and the journal goes on by itself once the disk takes the segment.
+//!
 //! A failed fsync loses the writes it should have covered, as Linux loses them (the pages are marked clean,
 //! a later fsync succeeds): the journal must stop, and what a reopen trusts must be what the disk holds, so
 //! a power cut after the reopen forgets nothing it acknowledged.
@@ -108,51 +111,55 @@ fn segment_cannot_be_created(backend: IoBackend) {
     let Some((_dir, fs)) = mounted() else { return };
     let dir = fs.path().join("journal");
     let (journal, _) = Journal::open(&dir, options(backend)).unwrap();
-    let acked = append_durably(&journal, 1, 10).unwrap();
+    let mut acked = append_durably(&journal, 1, 10).unwrap();
     fs.inject(Fault::new(FaultOp::Create, libc::ENOSPC).on_paths_containing("journal/"));
-    // Far past one segment: a roll (or the spare made for it) needs a new file.
-    let mut last_acked = acked;
-    let mut failure = None;
+    // Far past one segment: a roll needs the next segment, which cannot be created.
+    let mut refused = None;
     for seq in acked + 1..acked + 1000 {
-        match journal.append(&payload(seq)).and_then(|s| journal.wait_durable(s).map(|()| s)) {
-            Ok(s) => last_acked = s,
+        match journal.append(&payload(seq)) {
+            Ok(s) => {
+                assert_eq!(s, seq);
+                // Durable, unless it is staged for the segment that cannot be made (then it waits).
+                journal.request_durable(s).unwrap();
+                loop {
+                    let marks = journal.marks();
+                    if marks.durable >= s {
+                        acked = s;
+                        break;
+                    }
+                    if marks.cannot_grow {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
             Err(e) => {
-                failure = Some(e);
+                refused = Some(e);
                 break;
             }
         }
     }
-    let failure = failure.expect("a journal that cannot create a segment fails");
-    assert!(failure.to_string().contains("No space left on device"), "{failure}");
-    drop(journal);
-    // While the fault lasts, a reopen either fails with the reason or (when the last segment has room)
-    // opens, and then fails the same way at the next roll: never a panic, never a record lost.
-    match Journal::open(&dir, options(backend)) {
-        Err(e) => assert!(e.to_string().contains("No space left on device"), "{e}"),
-        Ok((journal, report)) => {
-            let mut seq = report.next_seq;
-            let failure = loop {
-                match journal.append(&payload(seq)).and_then(|s| journal.wait_durable(s).map(|()| s)) {
-                    Ok(s) => last_acked = s,
-                    Err(e) => break e,
-                }
-                seq += 1;
-                assert!(seq < report.next_seq + 1000, "a journal that cannot roll kept taking records");
-            };
-            assert!(failure.to_string().contains("No space left on device"), "{failure}");
-        }
-    }
+    let refused = refused.expect("a journal that cannot create a segment refuses appends");
+    assert!(matches!(refused, logtank_journal::Error::CannotGrow(_)), "{refused}");
+    assert!(refused.to_string().contains("No space left on device"), "{refused}");
+    assert!(journal.marks().cannot_grow && !journal.marks().failed);
+    let staged = journal.last_appended();
+    // The disk has room again: the journal goes on by itself, the staged records first.
     fs.clear_faults();
-    let records = check_contents(&dir, backend);
-    assert!(records >= last_acked, "{records} records, {last_acked} acknowledged");
+    journal.wait_durable(staged).unwrap();
+    assert!(!journal.marks().cannot_grow);
+    let last = append_durably(&journal, staged + 1, 300).unwrap();
+    journal.close().unwrap();
+    assert!(last > acked);
+    assert_eq!(check_contents(&dir, backend), last);
 }
 
 #[test]
-fn a_segment_that_cannot_be_created_fails_the_journal_cleanly_io_uring() {
+fn a_segment_that_cannot_be_created_refuses_appends_until_it_can_io_uring() {
     segment_cannot_be_created(IoBackend::IoUring);
 }
 
 #[test]
-fn a_segment_that_cannot_be_created_fails_the_journal_cleanly_pwrite() {
+fn a_segment_that_cannot_be_created_refuses_appends_until_it_can_pwrite() {
     segment_cannot_be_created(IoBackend::Pwrite);
 }
