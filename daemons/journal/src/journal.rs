@@ -555,6 +555,11 @@ impl Journal {
         self.shared.marks_tx.subscribe()
     }
 
+    /// Why the next segment cannot be created, while it cannot ([`Marks::cannot_grow`]).
+    pub fn cannot_grow(&self) -> Option<String> {
+        self.shared.lock().cannot_grow.clone()
+    }
+
     pub fn marks(&self) -> Marks {
         self.shared.lock().marks
     }
@@ -833,7 +838,10 @@ impl JournalThread {
             let e = match self.spare.take(&dir, first_seq) {
                 Ok(taken) => {
                     if logged {
-                        log::info!("journal {}: the next segment was created; appends go on", dir.display());
+                        log::info!(
+                            "journal {}: the next segment was created; appends go on",
+                            dir.display()
+                        );
                         let mut st = self.shared.lock();
                         st.cannot_grow = None;
                         st.marks.cannot_grow = false;

@@ -72,7 +72,11 @@ fn failed_fsync(backend: IoBackend) {
     // On the segment being written (the spare made for the next roll is not data).
     let segment = journal.segments().last().unwrap().path.clone();
     let segment = segment.file_name().unwrap().to_str().unwrap();
-    fs.inject(Fault::new(FaultOp::Fsync, libc::EIO).on_paths_containing(segment).times(1));
+    fs.inject(
+        Fault::new(FaultOp::Fsync, libc::EIO)
+            .on_paths_containing(segment)
+            .times(1),
+    );
     let err = append_durably(&journal, acked + 1, 50).unwrap_err();
     assert!(matches!(err, logtank_journal::Error::Failed(_)), "{err}");
     assert!(err.to_string().contains("Input/output error"), "{err}");
@@ -85,7 +89,10 @@ fn failed_fsync(backend: IoBackend) {
 
     // The restart: what it counts is what the disk holds, so no record of the failed fsync is served.
     let records = check_contents(&dir, backend);
-    assert_eq!(records, durable, "the reopened journal holds exactly what was durable");
+    assert_eq!(
+        records, durable,
+        "the reopened journal holds exactly what was durable"
+    );
     // New writes go on from there, and a power cut after them forgets nothing acknowledged.
     let (journal, _) = Journal::open(&dir, options(backend)).unwrap();
     let acked = append_durably(&journal, records + 1, 100).unwrap();
@@ -93,8 +100,14 @@ fn failed_fsync(backend: IoBackend) {
     drop(journal);
     let fs = fs.remount().unwrap();
     let records = check_contents(&fs.path().join("journal"), backend);
-    assert!(records >= acked, "{records} records after the cut, {acked} acknowledged ({report:?})");
-    eprintln!("{backend:?}: the failed fsync lost {} unacknowledged records; {records} after the cut", 150 - durable);
+    assert!(
+        records >= acked,
+        "{records} records after the cut, {acked} acknowledged ({report:?})"
+    );
+    eprintln!(
+        "{backend:?}: the failed fsync lost {} unacknowledged records; {records} after the cut",
+        150 - durable
+    );
 }
 
 #[test]
@@ -140,10 +153,20 @@ fn segment_cannot_be_created(backend: IoBackend) {
         }
     }
     let refused = refused.expect("a journal that cannot create a segment refuses appends");
-    assert!(matches!(refused, logtank_journal::Error::CannotGrow(_)), "{refused}");
-    assert!(refused.to_string().contains("No space left on device"), "{refused}");
+    assert!(
+        matches!(refused, logtank_journal::Error::CannotGrow(_)),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("No space left on device"),
+        "{refused}"
+    );
     assert!(journal.marks().cannot_grow && !journal.marks().failed);
     let staged = journal.last_appended();
+    assert!(
+        staged > acked,
+        "the record staged for the new segment is not durable yet"
+    );
     // The disk has room again: the journal goes on by itself, the staged records first.
     fs.clear_faults();
     journal.wait_durable(staged).unwrap();

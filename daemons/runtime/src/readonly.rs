@@ -5,6 +5,8 @@
 //!   of that key);
 //! - the marker file (`<data_root>/readonly`) exists (polled every check interval);
 //! - an operator said so with `PUT /readonly` on the admin port;
+//! - the storage cannot take writes (its journal cannot create the next segment: a full or failing disk),
+//!   until it can again ([`Readonly::set_storage_fault`]);
 //! - any of the watched filesystems (the writer's raw log; a bookie's journal and ledgers directories) is
 //!   fuller than the high mark; this reason goes only once every one of them is below the low mark
 //!   (hysteresis per directory, so it does not flap).
@@ -120,6 +122,8 @@ struct State {
     disks: Vec<Disk>,
     high: u8,
     low: u8,
+    /// The storage cannot take writes (its journal cannot create a segment), in its own words.
+    storage: Option<String>,
 }
 
 impl State {
@@ -133,6 +137,9 @@ impl State {
         }
         if self.admin {
             reasons.push("set by PUT /readonly on the admin port".to_string());
+        }
+        if let Some(why) = &self.storage {
+            reasons.push(format!("storage: {why}"));
         }
         // One directory is named as "disk"; several by their paths, so the operator knows which is full.
         let several = self.disks.len() > 1;
@@ -159,6 +166,7 @@ impl State {
 }
 
 type ChangeHook = Box<dyn Fn(bool) + Send + Sync>;
+type StorageProbe = Box<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// The readonly reasons and the fast flag derived from them; shared by every connection.
 pub struct Readonly {
@@ -167,6 +175,7 @@ pub struct Readonly {
     on: AtomicBool,
     state: Mutex<State>,
     on_change: Mutex<Option<ChangeHook>>,
+    storage_probe: Mutex<Option<StorageProbe>>,
 }
 
 impl std::fmt::Debug for Readonly {
@@ -208,8 +217,10 @@ impl Readonly {
                 disks,
                 high,
                 low,
+                storage: None,
             }),
             on_change: Mutex::new(None),
+            storage_probe: Mutex::new(None),
         };
         readonly.update(|_| {});
         readonly
@@ -272,6 +283,18 @@ impl Readonly {
         self.update(|st| st.admin = on);
     }
 
+    /// The storage's own reason (a journal that cannot create its next segment), or `None` once it can
+    /// take writes again: the daemon stays up, refuses writes with the reason, and goes on by itself.
+    pub fn set_storage_fault(&self, why: Option<String>) {
+        self.update(|st| st.storage = why);
+    }
+
+    /// Asks `probe` at every [`Readonly::check`] whether the storage can take writes (`None`) or why not:
+    /// the storage reason follows it, so it goes once the storage recovers.
+    pub fn set_storage_probe(&self, probe: impl Fn() -> Option<String> + Send + Sync + 'static) {
+        *self.storage_probe.lock().unwrap_or_else(PoisonError::into_inner) = Some(Box::new(probe));
+    }
+
     /// A reload: `readonly.enabled` and the thresholds.
     pub fn reconfigure(&self, config_enabled: bool, high: u8, low: u8) {
         self.update(|st| {
@@ -295,8 +318,17 @@ impl Readonly {
         let marker = self.marker.exists();
         let dirs: Vec<PathBuf> = self.lock().disks.iter().map(|d| d.dir.clone()).collect();
         let usages: Vec<std::io::Result<DiskUsage>> = dirs.iter().map(|d| disk_usage(d)).collect();
+        let storage = self
+            .storage_probe
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|probe| probe());
         self.update(|st| {
             st.marker = marker;
+            if let Some(storage) = storage {
+                st.storage = storage;
+            }
             let (high, low) = (st.high, st.low);
             for (disk, usage) in st.disks.iter_mut().zip(usages) {
                 match usage {

@@ -241,6 +241,14 @@ fn journal_failure(ctx: &WriterPort, what: &str, e: logtank_journal::Error) -> F
     match &e {
         logtank_journal::Error::RecordTooLarge { .. } => (Reason::TooLarge, ExceptionKind::Unknown, message),
         logtank_journal::Error::Closed => (Reason::Journal, ExceptionKind::InternalError, message),
+        // Not a failure: the journal goes on by itself once the disk takes a segment. Readonly until then.
+        logtank_journal::Error::CannotGrow(why) => {
+            ctx.shared
+                .readonly
+                .set_storage_fault(Some(crate::cannot_grow_reason(why)));
+            let refusal = ctx.shared.readonly.refusal().unwrap_or(message);
+            (Reason::Readonly, ExceptionKind::Unknown, refusal)
+        }
         _ => {
             ctx.daemon.fail(format!("the raw log journal failed: {e}"));
             (Reason::Journal, ExceptionKind::InternalError, message)

@@ -247,6 +247,15 @@ impl Daemon for Writer {
             .with_context(|| format!("opening the raw log {}", raw_live.display()))?;
         log_recovery(&report);
         let journal = Arc::new(journal);
+        // A journal that cannot create its next segment (a full or failing disk) makes the writer readonly
+        // with the reason, until it can: no exit, so no restart loop.
+        let growing = Arc::downgrade(&journal);
+        readonly.set_storage_probe(move || {
+            growing
+                .upgrade()
+                .and_then(|j| j.cannot_grow())
+                .map(|why| cannot_grow_reason(&why))
+        });
 
         let metrics = WriterMetrics::default();
         metrics.register(ctx.metrics());
@@ -493,6 +502,11 @@ async fn replication_retention(
             }
         }
     }
+}
+
+/// The readonly reason while the raw log cannot create its next segment.
+pub(crate) fn cannot_grow_reason(why: &str) -> String {
+    format!("the raw log cannot create its next segment: {why}")
 }
 
 /// The first record of the oldest journal segment in `dirs` (segments are named after it).

@@ -95,3 +95,82 @@ fn disk_threshold_on_a_small_tmpfs() {
         .collect();
     assert_eq!(docids, ["before-0", "before-1", "before-2", "after-0"]);
 }
+
+// Proves a raw log that cannot create its next segment (ENOSPC injected by logtank-powerfs on every
+// creation under raw/live) makes the writer readonly with the reason, instead of failing and restarting
+// in a loop: it keeps running, and once the disk takes the segment it goes on by itself; every
+// acknowledged batch is in the raw log, nothing refused is.
+#[test]
+fn a_raw_log_that_cannot_create_a_segment_makes_the_writer_readonly_until_it_can() {
+    use logtank_powerfs::{Fault, FaultOp, PowerFs};
+    if let Err(why) = PowerFs::available() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fs = PowerFs::mount_under(dir.path()).unwrap();
+    let extra = "[writer]\nsegment_size_bytes = 262144\nbatch_bytes_max = 65536\n";
+    let mut w = Writer::start_on(dir.path(), fs.path(), extra, &[]);
+    let mut c = w.client();
+    c.send_batch(&batch("idx", "before", 3)).unwrap();
+    fs.inject(Fault::new(FaultOp::Create, nix::libc::ENOSPC).on_paths_containing("raw/live/"));
+    // A sender of ~10 KiB batches: the one that needs the next segment waits (it is staged for it) until
+    // the disk takes the segment; the others are acknowledged.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let (addr, stop) = (w.addr, stop.clone());
+        std::thread::spawn(move || {
+            let mut c = client(addr);
+            let mut acked = vec!["before".to_string()];
+            for n in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let prefix = format!("b{n}");
+                let mut b = batch("idx", &prefix, 1);
+                b.records[0].fields = Some([("text".to_string(), "x".repeat(10_000))].into());
+                // Refused once readonly (until the writer sees the disk take the segment): not logged.
+                if c.send_batch(&b).is_ok() {
+                    acked.push(prefix);
+                } else {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+            acked
+        })
+    };
+    w.wait_log("entering readonly: storage: the raw log cannot create its next segment");
+    assert!(reasons(&w).contains("No space left on device"), "{}", reasons(&w));
+    let refusal = app_error(w.client().send_batch(&batch("idx", "refused", 1)));
+    assert!(refusal.starts_with("logtank-writer is readonly ("), "{refusal}");
+    assert!(
+        refusal.contains("the raw log cannot create its next segment")
+            && refusal.contains("No space left on device"),
+        "{refusal}"
+    );
+    assert!(!sender.is_finished(), "the sender's batch waits for the segment");
+
+    // Room again: the writer goes on without a restart, the waiting batch first.
+    fs.clear_faults();
+    w.wait_log("leaving readonly");
+    w.client().send_batch(&batch("idx", "after", 1)).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = sender.join().unwrap();
+    acked.push("after".to_string());
+    w.stop();
+    let prefixes: Vec<String> = read_journal_dir(&fs.path().join("storage/raw/live"))
+        .into_iter()
+        .flatten()
+        .map(|r| r.docid.unwrap().rsplit_once('-').unwrap().0.to_string())
+        .collect();
+    assert!(
+        !prefixes.iter().any(|p| p == "refused"),
+        "a refused batch was written"
+    );
+    let mut expected = acked.clone();
+    expected.sort();
+    let mut written: Vec<String> = prefixes.clone();
+    written.dedup();
+    written.sort();
+    assert_eq!(written, expected, "exactly the acknowledged batches, each once");
+}
