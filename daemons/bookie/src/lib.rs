@@ -235,6 +235,15 @@ impl Daemon for Bookie {
             config.bookie.disk_usage_high_percent,
             config.bookie.disk_usage_low_percent,
         ));
+        // An entry store that cannot create its next segment (a full or failing disk) makes the bookie
+        // readonly with the reason, until it can: reads and fencing go on, no restart loop.
+        let growing = Arc::downgrade(&store);
+        readonly.set_storage_probe(move || {
+            growing
+                .upgrade()
+                .and_then(|s| s.journal().cannot_grow())
+                .map(|why| format!("the entry store cannot create its next segment: {why}"))
+        });
         readonly.check();
         let (readonly_tx, readonly_rx) = watch::channel(readonly.is_on());
 

@@ -168,7 +168,13 @@ impl LedgerStore {
         self.journal
             .append_many_located(payloads, locations)
             .map(|_| ())
-            .map_err(|e| Refusal::new(Status::EIO, format!("journal: {e}")))
+            .map_err(|e| match e {
+                // Not a failure: the journal goes on once the disk takes a segment; readonly till then.
+                logtank_journal::Error::CannotGrow(_) => {
+                    Refusal::new(Status::EREADONLY, format!("journal: {e}"))
+                }
+                e => Refusal::new(Status::EIO, format!("journal: {e}")),
+            })
     }
 
     /// Stores an entry (after checking its digest, key and the fence) and returns the journal sequence
