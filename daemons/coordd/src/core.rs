@@ -148,6 +148,9 @@ pub struct Core {
     received: u64,
     sent: u64,
     events: Vec<Event>,
+    /// Why the transaction log cannot take writes (it cannot create its next segment: a full or failing
+    /// disk): coordd is read-only meanwhile ([`Core::log_refuses`]).
+    log_refusal: Option<String>,
 }
 
 impl std::fmt::Debug for Core {
@@ -237,6 +240,7 @@ impl Core {
             received: 0,
             sent: 0,
             events: Vec::new(),
+            log_refusal: None,
         }
     }
 
@@ -275,6 +279,7 @@ impl Core {
                     }
                     self.durable = m.durable;
                     self.release();
+                    self.log_refuses();
                 }
                 _ = ticker.tick() => {
                     let before = self.last_seq;
@@ -443,8 +448,27 @@ impl Core {
 
     // ---- the transaction log ---------------------------------------------------------------------------
 
+    /// Whether the log refuses writes now (it cannot create its next segment), asked before anything is
+    /// applied: coordd is then read-only, as a ZooKeeper server without a quorum is. Writes get
+    /// NOTREADONLY, new sessions are turned away, sessions do not expire and TTL and container nodes stay
+    /// (each of those is a write); reads and watches go on. Asks the journal itself, not the marks
+    /// channel, so a write right after the journal turned is refused rather than applied.
+    fn log_refuses(&mut self) -> bool {
+        let refusal = self.journal.cannot_grow();
+        match (&self.log_refusal, &refusal) {
+            (None, Some(why)) => log::error!(
+                "read-only: the transaction log cannot create its next segment ({why}); writes are refused \
+                 with NOTREADONLY and new sessions turned away, reads are served, until it can"
+            ),
+            (Some(_), None) => log::info!("the transaction log takes writes again: leaving read-only"),
+            _ => {}
+        }
+        self.log_refusal = refusal;
+        self.log_refusal.is_some()
+    }
+
     /// Logs one transaction. A log that cannot take it is fatal: the in-memory tree would run ahead of
-    /// the disk.
+    /// the disk. (A log that cannot grow is seen before anything is applied: [`Core::log_refuses`].)
     fn log_txn(&mut self, txn: &Txn) -> u64 {
         match self.journal.append(&txn.encode()) {
             Ok(seq) => {
@@ -509,6 +533,12 @@ impl Core {
             return;
         }
         if req.session_id == 0 {
+            if self.log_refuses() {
+                // A new session is a write; the client tries another server, or this one later.
+                log::info!("refusing a new session from {peer}: read-only (the transaction log cannot grow)");
+                self.send(conn, Outgoing::Close);
+                return;
+            }
             let min = self.config.server.min_session_timeout_ms() as i64;
             let max = self.config.server.max_session_timeout_ms() as i64;
             let timeout_ms = i64::from(req.timeout_ms).clamp(min, max) as i32;
@@ -598,6 +628,9 @@ impl Core {
     }
 
     fn expire_sessions(&mut self) {
+        if self.log_refuses() {
+            return; // An expiry is a write: sessions wait for the log.
+        }
         let now = Instant::now();
         // ZooKeeper rounds expiry to the next tick; expiring a little late is what clients expect.
         let tick = Duration::from_millis(self.config.server.tick_ms);
@@ -645,6 +678,9 @@ impl Core {
 
     /// Deletes empty containers that once had children, and TTL nodes past their TTL with no children.
     fn remove_expired_nodes(&mut self) {
+        if self.log_refuses() {
+            return;
+        }
         let now = now_ms();
         for path in self.state.tree.expirable() {
             let Some(node) = self.state.tree.get(&path) else {
@@ -680,6 +716,11 @@ impl Core {
             l.last_seen = Instant::now();
         }
         if req.is_write() {
+            if self.log_refuses() {
+                let frame = encode_reply(xid, self.state.last_zxid, err::NOT_READONLY, &Response::Empty);
+                self.send_after(conn, self.last_seq, Outgoing::Frame(frame));
+                return;
+            }
             if matches!(req, Request::CloseSession) {
                 let seq = self.end_session(session);
                 let frame = encode_reply(xid, self.state.last_zxid, 0, &Response::Empty);

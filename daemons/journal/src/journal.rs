@@ -343,6 +343,7 @@ impl Journal {
                     file,
                     offset,
                     spare,
+                    spare_retry_at: None,
                     drop_closed_from_cache,
                 }
                 .run();
@@ -717,6 +718,8 @@ struct JournalThread {
     file: File,
     offset: u64,
     spare: segment::SparePreparer,
+    /// When a spare whose preparation failed is tried again ([`JournalThread::check_spare`]).
+    spare_retry_at: Option<Instant>,
     drop_closed_from_cache: bool,
 }
 
@@ -727,6 +730,11 @@ impl JournalThread {
             let Some((chunks, sync)) = self.next_work(last_sync) else {
                 return;
             };
+            if chunks.is_empty() && !sync {
+                // Woken only to look at the spare again (the journal cannot grow).
+                self.check_spare();
+                continue;
+            }
             let started = Instant::now();
             let bytes: usize = chunks.iter().map(|c| c.bytes.len()).sum();
             let result = self.write_chunks(&chunks, sync);
@@ -773,6 +781,7 @@ impl JournalThread {
             if marks.failed {
                 return;
             }
+            self.check_spare();
         }
     }
 
@@ -795,8 +804,26 @@ impl JournalThread {
             if st.closing {
                 return None;
             }
+            if st.cannot_grow.is_some() && self.spare_retry_at.is_none_or(|at| Instant::now() >= at) {
+                return Some((Vec::new(), false));
+            }
             st.writer_idle = true;
-            st = if dirty {
+            st = if st.cannot_grow.is_some() {
+                // Wake to try the spare again.
+                let left = self.spare_retry_at.map_or(GROW_RETRY_INTERVAL, |at| {
+                    at.saturating_duration_since(Instant::now())
+                });
+                let left = if dirty {
+                    left.min(shared.fsync_interval.saturating_sub(last_sync.elapsed()))
+                } else {
+                    left
+                };
+                shared
+                    .writer_wake
+                    .wait_timeout(st, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            } else if dirty {
                 let left = shared.fsync_interval.saturating_sub(last_sync.elapsed());
                 shared
                     .writer_wake
@@ -833,44 +860,19 @@ impl JournalThread {
     /// on by itself once the disk takes the segment). Fails only if the journal closes meanwhile.
     fn take_spare(&mut self, first_seq: u64) -> Result<(SegmentMeta, File), Error> {
         let dir = self.shared.dir.clone();
-        let mut logged = false;
         loop {
             let e = match self.spare.take(&dir, first_seq) {
                 Ok(taken) => {
-                    if logged {
-                        log::info!(
-                            "journal {}: the next segment was created; appends go on",
-                            dir.display()
-                        );
-                        let mut st = self.shared.lock();
-                        st.cannot_grow = None;
-                        st.marks.cannot_grow = false;
-                        let marks = st.marks;
-                        drop(st);
-                        self.shared.marks_tx.send_replace(marks);
-                    }
+                    self.set_cannot_grow(None);
                     return Ok(taken);
                 }
                 Err(e) => e,
             };
-            let mut st = self.shared.lock();
-            if st.closing {
+            if self.shared.lock().closing {
                 return Err(e);
             }
-            if !logged {
-                log::error!(
-                    "journal {}: cannot create the next segment: {e}; appends are refused until it can (tried \
-                     again every {:?})",
-                    dir.display(),
-                    GROW_RETRY_INTERVAL
-                );
-                logged = true;
-            }
-            st.cannot_grow = Some(e.to_string());
-            st.marks.cannot_grow = true;
-            let marks = st.marks;
-            self.shared.marks_tx.send_replace(marks);
-            self.shared.progress.notify_all();
+            self.set_cannot_grow(Some(e.to_string()));
+            let st = self.shared.lock();
             let _ = self
                 .shared
                 .writer_wake
@@ -878,6 +880,51 @@ impl JournalThread {
                 .unwrap_or_else(|p| p.into_inner());
             self.spare.reorder();
         }
+    }
+
+    /// Says early whether the next segment can be made: a spare whose preparation failed refuses appends
+    /// now, while the current segment still has room, so no record waits in a roll for a segment that
+    /// cannot be created; the spare is tried again every [`GROW_RETRY_INTERVAL`].
+    fn check_spare(&mut self) {
+        match self.spare.poll() {
+            Some(Ok(())) => self.set_cannot_grow(None),
+            Some(Err(why)) => {
+                self.set_cannot_grow(Some(format!(
+                    "{}: {why}",
+                    self.shared.dir.join(segment::SPARE_NAME).display()
+                )));
+                if self.spare_retry_at.is_none_or(|at| Instant::now() >= at) {
+                    self.spare.reorder();
+                    self.spare_retry_at = Some(Instant::now() + GROW_RETRY_INTERVAL);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Sets or clears [`Marks::cannot_grow`], logging each change once.
+    fn set_cannot_grow(&self, why: Option<String>) {
+        let mut st = self.shared.lock();
+        if st.cannot_grow.is_some() == why.is_some() {
+            if why.is_some() {
+                st.cannot_grow = why;
+            }
+            return;
+        }
+        let dir = self.shared.dir.display();
+        match &why {
+            Some(why) => log::error!(
+                "journal {dir}: cannot create the next segment: {why}; appends are refused until it can (tried \
+                 again every {GROW_RETRY_INTERVAL:?})"
+            ),
+            None => log::info!("journal {dir}: the next segment can be created again; appends go on"),
+        }
+        st.marks.cannot_grow = why.is_some();
+        st.cannot_grow = why;
+        let marks = st.marks;
+        drop(st);
+        self.shared.marks_tx.send_replace(marks);
+        self.shared.progress.notify_all();
     }
 
     /// Makes the current segment durable, then creates the next one.

@@ -16,7 +16,7 @@ use crate::{Error, ResultExt};
 const SEGMENT_SUFFIX: &str = ".journal";
 const TMP_SUFFIX: &str = ".journal.tmp";
 /// A zero-filled file prepared ahead of the next roll; it holds no record until renamed to a segment name.
-const SPARE_NAME: &str = "next-segment.spare";
+pub(crate) const SPARE_NAME: &str = "next-segment.spare";
 
 /// One segment file of the journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +77,10 @@ pub(crate) fn list(dir: &Path, remove_leftovers: bool) -> Result<Vec<SegmentMeta
 pub(crate) struct SparePreparer {
     requests: Option<std::sync::mpsc::SyncSender<()>>,
     ready: std::sync::mpsc::Receiver<io::Result<File>>,
+    /// A spare was ordered and not taken yet (it may be in `prepared` already).
     pending: bool,
+    /// The ordered spare's result, once [`SparePreparer::poll`] picked it up.
+    prepared: Option<io::Result<File>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -120,14 +123,35 @@ impl SparePreparer {
             requests: Some(requests),
             ready,
             pending: true,
+            prepared: None,
             thread: Some(thread),
         })
     }
 
-    /// Orders a spare if none is on its way (after a [`SparePreparer::take`] that failed).
+    /// Orders a spare if none is on its way or the last one failed (a retry).
     pub(crate) fn reorder(&mut self) {
+        if matches!(self.prepared, Some(Err(_))) {
+            self.prepared = None;
+            self.pending = false;
+        }
         if !self.pending {
             self.pending = self.requests.as_ref().is_some_and(|r| r.send(()).is_ok());
+        }
+    }
+
+    /// How the ordered spare is doing, without waiting: `Some(Ok)` ready, `Some(Err)` its preparation
+    /// failed (a full or failing disk: the journal says so before a roll needs it), `None` still on its way
+    /// or none ordered.
+    pub(crate) fn poll(&mut self) -> Option<Result<(), String>> {
+        if self.pending && self.prepared.is_none() {
+            if let Ok(result) = self.ready.try_recv() {
+                self.prepared = Some(result);
+            }
+        }
+        match &self.prepared {
+            Some(Ok(_)) => Some(Ok(())),
+            Some(Err(e)) => Some(Err(e.to_string())),
+            None => None,
         }
     }
 
@@ -139,12 +163,16 @@ impl SparePreparer {
                 source: io::Error::other("no spare segment was ordered"),
             });
         }
+        let spare = match self.prepared.take() {
+            Some(result) => result,
+            None => self
+                .ready
+                .recv()
+                .map_err(|_| io::Error::other("spare segment thread stopped"))
+                .and_then(|r| r),
+        };
         self.pending = false;
-        let spare = self
-            .ready
-            .recv()
-            .map_err(|_| io::Error::other("spare segment thread stopped"));
-        let file = spare.and_then(|r| r).with_path(dir.join(SPARE_NAME))?;
+        let file = spare.with_path(dir.join(SPARE_NAME))?;
         let installed = install(dir, &dir.join(SPARE_NAME), file, first_seq)?;
         self.pending = self.requests.as_ref().is_some_and(|r| r.send(()).is_ok());
         Ok(installed)
