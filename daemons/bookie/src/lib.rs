@@ -348,6 +348,14 @@ impl Daemon for Bookie {
         self.shared.status_line()
     }
 
+    fn stalled(&self) -> Option<String> {
+        self.shared
+            .store
+            .journal()
+            .stalled(logtank_runtime::daemon::STALL_LIMIT)
+            .map(|d| format!("the entry store's journal thread has not come back from its IO for {d:.0?}"))
+    }
+
     async fn reload(&mut self, config: BookieConfig) -> anyhow::Result<()> {
         let old = &self.config;
         let restart_only = [

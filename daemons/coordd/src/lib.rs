@@ -33,6 +33,8 @@ use crate::core::{Command, Core, StatusInfo, COMMAND_QUEUE_MAX};
 
 /// The running daemon, as the runtime drives it.
 pub struct Coordd {
+    /// For [`Daemon::stalled`]; the core owns the journal (it closes it at shutdown).
+    journal: std::sync::Weak<logtank_journal::Journal>,
     listen_addr: std::net::SocketAddr,
     status: Arc<SharedStatus>,
     accept: tokio::task::JoinHandle<()>,
@@ -95,6 +97,7 @@ impl Daemon for Coordd {
         }
         let metrics = metrics::CoorddMetrics::new();
         metrics.register(ctx.metrics());
+        let journal = Arc::downgrade(&recovered.journal);
         let core = Core::new(
             config.clone(),
             recovered.state,
@@ -119,12 +122,22 @@ impl Daemon for Coordd {
         ));
         log::info!("{SERVING_PREFIX}{listen_addr}");
         Ok(Coordd {
+            journal,
             listen_addr,
             status,
             accept,
             core,
             status_task,
         })
+    }
+
+    fn stalled(&self) -> Option<String> {
+        self.journal
+            .upgrade()?
+            .stalled(logtank_runtime::daemon::STALL_LIMIT)
+            .map(|d| {
+                format!("the transaction log's journal thread has not come back from its IO for {d:.0?}")
+            })
     }
 
     fn status_line(&self) -> String {

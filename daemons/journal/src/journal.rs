@@ -165,6 +165,8 @@ struct State {
     failure: Option<String>,
     /// Why the next segment cannot be created, while it cannot ([`Marks::cannot_grow`]).
     cannot_grow: Option<String>,
+    /// When the journal thread last picked up work or came back from its IO ([`Journal::stalled`]).
+    thread_beat: Instant,
     closing: bool,
     writer_idle: bool,
     segments: Vec<SegmentMeta>,
@@ -313,6 +315,7 @@ impl Journal {
                 durable_wanted: 0,
                 failure: None,
                 cannot_grow: None,
+                thread_beat: Instant::now(),
                 closing: false,
                 writer_idle: false,
                 segments,
@@ -556,6 +559,16 @@ impl Journal {
         self.shared.marks_tx.subscribe()
     }
 
+    /// How long the journal thread has been stuck, if it is: records are waiting to be written or made
+    /// durable and it has not come back from its IO for longer than `limit` (a hung disk). A daemon stops
+    /// feeding its watchdog then, so systemd restarts it (`Daemon::stalled`).
+    pub fn stalled(&self, limit: Duration) -> Option<Duration> {
+        let st = self.shared.lock();
+        let waiting = st.next_seq - 1 > st.marks.written || st.durable_wanted > st.marks.durable;
+        let since = st.thread_beat.elapsed();
+        (waiting && !st.marks.failed && since > limit).then_some(since)
+    }
+
     /// Why the next segment cannot be created, while it cannot ([`Marks::cannot_grow`]).
     pub fn cannot_grow(&self) -> Option<String> {
         self.shared.lock().cannot_grow.clone()
@@ -746,6 +759,7 @@ impl JournalThread {
                 last_sync = Instant::now();
             }
             let mut st = self.shared.lock();
+            st.thread_beat = Instant::now();
             match result {
                 Ok(()) => {
                     if let Some(last) = chunks.last() {
@@ -796,9 +810,11 @@ impl JournalThread {
             if !st.chunks.is_empty() {
                 // Sync with this write if anyone waits, if the interval is up, or if it is the last write.
                 let sync = wanted || due || st.closing;
+                st.thread_beat = Instant::now();
                 return Some((mem::take(&mut st.chunks), sync));
             }
             if dirty && (wanted || due || st.closing) {
+                st.thread_beat = Instant::now();
                 return Some((Vec::new(), true));
             }
             if st.closing {
@@ -872,7 +888,8 @@ impl JournalThread {
                 return Err(e);
             }
             self.set_cannot_grow(Some(e.to_string()));
-            let st = self.shared.lock();
+            let mut st = self.shared.lock();
+            st.thread_beat = Instant::now(); // Waiting for the disk by design, not stuck in it.
             let _ = self
                 .shared
                 .writer_wake

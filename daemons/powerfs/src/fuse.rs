@@ -251,7 +251,23 @@ impl PowerLossFs {
         state.remove(parent, name)
     }
 
+    /// Holds the request while a [`crate::Fault::hang`] matches it (the lock is not held meanwhile, so the
+    /// test can clear the fault or cut the power).
+    fn wait_while_hung(&self, op: FaultOp, ino: u64) {
+        loop {
+            {
+                let state = self.state();
+                let hung = !state.is_cut() && state.path(ino).is_ok_and(|path| state.hangs(op, &path));
+                if !hung {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn write_inner(&mut self, ino: u64, fh: u64, offset: u64, data: &[u8]) -> io::Result<u32> {
+        self.wait_while_hung(FaultOp::Write, ino);
         let file = self.handle(fh)?;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.check_running()?;
@@ -537,6 +553,7 @@ impl Filesystem for PowerLossFs {
     }
 
     fn fsync(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
+        self.wait_while_hung(FaultOp::Fsync, ino);
         // fdatasync too: it covers the length, and nothing here models the other metadata. The backing
         // file is not synced: the host does not lose power, the model does.
         let mut state = self.state();

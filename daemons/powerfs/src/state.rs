@@ -81,7 +81,8 @@ pub enum FaultOp {
 }
 
 /// A disk fault to inject: `op` on a path containing `path_contains` (relative to the mount's root) fails
-/// with `errno`, the next `times` times (or until [`State::clear_faults`]).
+/// with `errno`, the next `times` times (or until [`State::clear_faults`]). With `errno` 0 ([`Fault::hang`])
+/// it does not fail but hangs until the fault is cleared: a disk that stopped answering.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
     pub op: FaultOp,
@@ -99,6 +100,12 @@ impl Fault {
             path_contains: String::new(),
             times: None,
         }
+    }
+
+    /// `op` hangs (the request is not answered) until the fault is cleared. While it hangs, every other
+    /// request of the mount waits too: one session thread serves them all, as one hung disk would.
+    pub fn hang(op: FaultOp) -> Fault {
+        Fault::new(op, 0)
     }
 
     /// Only on paths (relative to the mount's root) containing `part`.
@@ -507,7 +514,7 @@ impl State {
         let Some(i) = self
             .faults
             .iter()
-            .position(|f| f.op == op && relative.contains(f.path_contains.as_str()))
+            .position(|f| f.errno != 0 && f.op == op && relative.contains(f.path_contains.as_str()))
         else {
             return Ok(());
         };
@@ -521,6 +528,14 @@ impl State {
         }
         self.faults_hit += 1;
         Err(io::Error::from_raw_os_error(errno))
+    }
+
+    /// Whether a [`Fault::hang`] holds `op` on `path` now.
+    pub fn hangs(&self, op: FaultOp, path: &std::path::Path) -> bool {
+        let relative = path.strip_prefix(&self.backing).unwrap_or(path).to_string_lossy();
+        self.faults
+            .iter()
+            .any(|f| f.errno == 0 && f.op == op && relative.contains(f.path_contains.as_str()))
     }
 
     /// A file's failed fsync: the writes it should have made durable are lost now (the backing file is

@@ -52,6 +52,11 @@ pub const STARTING_LINE: &str = " starting: config ";
 /// …and the bound admin address after this one, the last field of the line.
 pub const STARTING_LINE_ADMIN: &str = ", admin ";
 
+/// How long a daemon's IO or pipeline thread may be stuck before the watchdog stops being fed
+/// ([`Daemon::stalled`]). Below the units' `WatchdogSec=` (20 s): a stall is noticed at the next ping, and
+/// systemd acts at most `WatchdogSec` after the last good one.
+pub const STALL_LIMIT: Duration = Duration::from_secs(15);
+
 /// How often `STATUS=` is refreshed when there is no watchdog to piggyback on.
 const STATUS_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// How long the admin listener may take to finish open requests after the daemon has shut down.
@@ -83,6 +88,13 @@ pub trait Daemon: Sized + Send + 'static {
 
     /// One line for `STATUS=` and `/status`, e.g. `serving on 0.0.0.0:15000, 3 clients, seq 1234`.
     fn status_line(&self) -> String;
+
+    /// Why the daemon's work is stuck, if it is (a journal thread that has not come back from its IO for
+    /// longer than [`STALL_LIMIT`], a pipeline thread that stopped moving): the watchdog is not fed then,
+    /// so systemd restarts the daemon even though its event loop still runs. `None` by default.
+    fn stalled(&self) -> Option<String> {
+        None
+    }
 
     /// Applies a new config after SIGHUP. All or nothing: on `Err` the runtime keeps treating the previous
     /// config as in force. Settings that cannot change while running (listen addresses, `[io]`) are
@@ -493,6 +505,7 @@ impl<D: Daemon> Lifecycle<D> {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // Shown after the status line until a reload succeeds, so a failed reload stays visible.
         let mut reload_note: Option<String> = None;
+        let mut stalled_note: Option<String> = None;
         let mut last_status = String::new();
         loop {
             tokio::select! {
@@ -510,10 +523,20 @@ impl<D: Daemon> Lifecycle<D> {
                 },
                 Some(reason) = fail_rx.recv() => return LoopExit::Failed(reason),
                 _ = tick.tick() => {
-                    if watchdog.is_some() {
+                    let stalled = daemon.stalled();
+                    match (&stalled, &stalled_note) {
+                        (Some(why), None) => log::error!(
+                            "stuck: {why}; the watchdog is no longer fed (systemd restarts the daemon)"
+                        ),
+                        (None, Some(_)) => log::info!("no longer stuck: the watchdog is fed again"),
+                        _ => {}
+                    }
+                    stalled_note = stalled.map(|why| format!("stuck: {why}"));
+                    if watchdog.is_some() && stalled_note.is_none() {
                         self.notifier.watchdog();
                     }
-                    let status = status_with_note(daemon, reload_note.as_deref());
+                    let note = stalled_note.as_deref().or(reload_note.as_deref());
+                    let status = status_with_note(daemon, note);
                     if status != last_status {
                         admin.set_status_line(&status);
                         self.notifier.status(&status);

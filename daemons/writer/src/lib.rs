@@ -380,6 +380,12 @@ impl Daemon for Writer {
         self.shared.status_line()
     }
 
+    fn stalled(&self) -> Option<String> {
+        self.journal
+            .stalled(logtank_runtime::daemon::STALL_LIMIT)
+            .map(|d| format!("the raw log's journal thread has not come back from its IO for {d:.0?}"))
+    }
+
     async fn reload(&mut self, config: WriterConfig) -> anyhow::Result<()> {
         let old = &self.config;
         if config.writer.batch_bytes_max > self.journal_record_bytes_max {

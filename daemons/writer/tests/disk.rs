@@ -174,3 +174,36 @@ fn a_raw_log_that_cannot_create_a_segment_makes_the_writer_readonly_until_it_can
     written.sort();
     assert_eq!(written, expected, "exactly the acknowledged batches, each once");
 }
+
+// Proves a journal thread stuck in its IO (an fsync that hangs: logtank-powerfs holds it, as a disk that
+// stopped answering would) is noticed although the event loop still runs: after STALL_LIMIT the writer
+// logs that it is stuck, says so in STATUS= and stops feeding the watchdog (so systemd would restart it);
+// once the disk answers the batch is acknowledged and the writer is not stuck any more.
+#[test]
+fn a_journal_stuck_in_its_io_is_reported_and_starves_the_watchdog() {
+    use logtank_powerfs::{Fault, FaultOp, PowerFs};
+    if let Err(why) = PowerFs::available() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fs = PowerFs::mount_under(dir.path()).unwrap();
+    let w = Writer::start_on(dir.path(), fs.path(), "", &[]);
+    w.client().send_batch(&batch("idx", "before", 1)).unwrap();
+    fs.inject(Fault::hang(FaultOp::Fsync).on_paths_containing("raw/live/"));
+    let addr = w.addr;
+    let sender = std::thread::spawn(move || client(addr).send_batch(&batch("idx", "stuck", 1)));
+    let line = w.wait_log("stuck: the raw log's journal thread has not come back from its IO for");
+    assert!(line.contains("the watchdog is no longer fed"), "{line}");
+    assert!(
+        w.notify_messages()
+            .iter()
+            .any(|m| m.contains("STATUS=") && m.contains("stuck: the raw log's journal thread")),
+        "{:?}",
+        w.notify_messages()
+    );
+    assert!(!sender.is_finished(), "the batch waits for its fsync");
+    fs.clear_faults();
+    sender.join().unwrap().unwrap();
+    w.wait_log("no longer stuck: the watchdog is fed again");
+}
