@@ -208,6 +208,12 @@ pub struct PipelineSection {
     pub raw_history_retention_hours: u64,
     /// A deleted index is kept in `storage/deleted-indexes` this long before its files are removed.
     pub deleted_index_retention_hours: u64,
+    /// Dealing, sorting and optimizing write new files before they remove old ones: they pause while the
+    /// data root's filesystem is fuller than this (the cleaner still runs), so the pipeline never takes the
+    /// writer's last room.
+    pub disk_usage_high_percent: u8,
+    /// They go on once usage is below this (hysteresis: no flapping).
+    pub disk_usage_low_percent: u8,
 }
 
 impl Default for PipelineSection {
@@ -224,6 +230,9 @@ impl Default for PipelineSection {
             read_guard_ms: o.read_guard.as_millis() as u64,
             raw_history_retention_hours: o.raw_history_retention.as_secs() / 3600,
             deleted_index_retention_hours: o.deleted_index_retention.as_secs() / 3600,
+            // Below the writer's readonly mark (96% shown): the raw log keeps room after the pipeline stops.
+            disk_usage_high_percent: 93,
+            disk_usage_low_percent: 88,
         }
     }
 }
@@ -308,6 +317,21 @@ impl IndexesConfig {
             return invalid(
                 "pipeline.idle_ms",
                 "must be positive (0 would spin on an idle pipeline)".into(),
+            );
+        }
+        if p.disk_usage_high_percent > 100 || p.disk_usage_high_percent == 0 {
+            return invalid(
+                "pipeline.disk_usage_high_percent",
+                "must be within 1..=100".into(),
+            );
+        }
+        if p.disk_usage_low_percent >= p.disk_usage_high_percent {
+            return invalid(
+                "pipeline.disk_usage_low_percent",
+                format!(
+                    "must be below pipeline.disk_usage_high_percent ({}), or the pause would flap",
+                    p.disk_usage_high_percent
+                ),
             );
         }
         if p.optimize_inputs_max < 2 {

@@ -233,6 +233,11 @@ impl Daemon for Indexes {
             metrics: metrics.clone(),
             status: pipeline_status,
             single_host: !config.coord.is_enabled(),
+            disk: pipeline::DiskWatch {
+                dir: config.data_root(),
+                high_percent: config.pipeline.disk_usage_high_percent,
+                low_percent: config.pipeline.disk_usage_low_percent,
+            },
         }
         .spawn()
         .context("starting the pipeline thread")?;

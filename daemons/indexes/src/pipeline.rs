@@ -60,6 +60,16 @@ pub struct Pipeline {
     pub status: SharedPipelineStatus,
     /// `coord.servers` is empty: a master here is fenced by nothing, so becoming one is said loudly.
     pub single_host: bool,
+    /// Where disk usage is measured (the data root), and the pause's marks (`pipeline.disk_usage_*`).
+    pub disk: DiskWatch,
+}
+
+/// When the pipeline pauses the steps that grow the disk.
+#[derive(Debug, Clone)]
+pub struct DiskWatch {
+    pub dir: std::path::PathBuf,
+    pub high_percent: u8,
+    pub low_percent: u8,
 }
 
 impl Pipeline {
@@ -73,8 +83,39 @@ impl Pipeline {
             })
     }
 
+    /// Why the steps that grow the disk are paused now (`None`: they run), with hysteresis on `paused`.
+    fn disk_pause(&self, paused: bool) -> Option<String> {
+        let d = &self.disk;
+        match logtank_runtime::readonly::disk_usage(&d.dir) {
+            Ok(usage)
+                if logtank_runtime::readonly::disk_full(paused, usage, d.high_percent, d.low_percent) =>
+            {
+                let mark = if paused && usage.used_percent <= f64::from(d.high_percent) {
+                    format!("not yet below {}%", d.low_percent)
+                } else {
+                    format!("> {}%", d.high_percent)
+                };
+                Some(format!(
+                    "paused: the disk of {} is {}% used {mark}; dealing, sorting and optimizing would grow it \
+                     (the cleaner still runs)",
+                    d.dir.display(),
+                    usage.shown_percent()
+                ))
+            }
+            Ok(_) => None,
+            // Unknown usage: keep the last state rather than guess.
+            Err(e) => paused.then(|| {
+                format!(
+                    "paused: the disk usage of {} cannot be read: {e}",
+                    d.dir.display()
+                )
+            }),
+        }
+    }
+
     fn run(self) {
         let mut last_error: Option<String> = None;
+        let mut paused: Option<String> = None;
         let mut was_active = false;
         while !self.shutdown.is_triggered() {
             self.refresh_status();
@@ -100,6 +141,24 @@ impl Pipeline {
                 s.running = true;
                 s.idle = false;
             });
+            let pause = self.disk_pause(paused.is_some());
+            match (&paused, &pause) {
+                (None, Some(why)) => log::warn!("pipeline {why}"),
+                (Some(_), None) => {
+                    log::info!("pipeline: the disk has room again; dealing, sorting and optimizing go on")
+                }
+                _ => {}
+            }
+            paused = pause;
+            if let Some(why) = &paused {
+                // Only what frees space.
+                if let Err(e) = self.storage.clean() {
+                    log::debug!("pipeline: cleaning while paused: {e}");
+                }
+                self.update(|s| s.error = Some(why.clone()));
+                self.roles.wakeup().sleep(ERROR_RETRY);
+                continue;
+            }
             let keep_going = || self.keep_going();
             match self.storage.run_cycle(&keep_going) {
                 Ok(report) => {

@@ -182,3 +182,52 @@ fn a_second_daemon_on_the_same_root_is_refused() {
         "{stderr}"
     );
 }
+
+// Proves a full disk pauses the steps that grow it (an 8 MiB tmpfs filled past pipeline.disk_usage_high_percent,
+// root only): nothing is dealt and the status says why; once there is room below the low mark the raw log
+// is dealt by itself.
+#[test]
+fn a_full_disk_pauses_dealing_until_there_is_room() {
+    use logtank_testkit::tmpfs::{fill_to, Tmpfs};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mount_point = dir.path().join("mnt");
+    let _tmpfs = match Tmpfs::mount(&mount_point, "8m") {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            return;
+        }
+    };
+    let root = mount_point.join("data");
+    std::fs::create_dir_all(&root).unwrap();
+    write_raw(&root, &batches(0, 40));
+    make_master(&root);
+    let fill = mount_point.join("fill");
+    fill_to(&mount_point, &fill, 96.0);
+    let daemon = Daemon::start_on(
+        dir.path(),
+        &root,
+        "indexes",
+        "[pipeline]\nidle_ms = 50\npage_bytes = 4096\n",
+        &[],
+    );
+    daemon.wait_log("pipeline paused: the disk of");
+    let error = daemon.status()["pipeline_error"].to_string();
+    assert!(
+        error.contains("% used > 93%; dealing, sorting and optimizing would grow it"),
+        "{error}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(index_dirs(&daemon).is_empty(), "nothing dealt while paused");
+
+    std::fs::remove_file(&fill).unwrap();
+    daemon.wait_log("the disk has room again");
+    daemon.wait_pipeline_idle();
+    assert_eq!(index_dirs(&daemon), ["a", "b"]);
+    let (records, _) = read_all(&mut daemon.reader_client(), "a").unwrap();
+    assert_eq!(docids(&records), expected_docids("a", 0, 40));
+}
