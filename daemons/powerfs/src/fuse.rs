@@ -177,6 +177,7 @@ impl PowerLossFs {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             state.before_change(ino, file, size.min(current), current.max(size))?;
             file.set_len(size)?;
+            state.changed();
         }
         if let Some(mode) = mode {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))?;
@@ -227,6 +228,7 @@ impl PowerLossFs {
         let file = make(&path)?;
         let ino = state.created(parent, name, is_file);
         let meta = std::fs::symlink_metadata(&path)?;
+        state.changed();
         Ok((attr(ino, &meta), file))
     }
 
@@ -248,7 +250,9 @@ impl PowerLossFs {
         } else if meta.is_dir() {
             return Err(io::Error::from_raw_os_error(libc::EISDIR));
         }
-        state.remove(parent, name)
+        state.remove(parent, name)?;
+        state.changed();
+        Ok(())
     }
 
     /// Holds the request while a [`crate::Fault::hang`] matches it (the lock is not held meanwhile, so the
@@ -470,7 +474,9 @@ impl Filesystem for PowerLossFs {
                 newparent,
                 newname,
                 flags & libc::RENAME_NOREPLACE != 0,
-            )
+            )?;
+            state.changed();
+            Ok(())
         })();
         match result {
             Ok(()) => reply.ok(),
@@ -564,6 +570,7 @@ impl Filesystem for PowerLossFs {
         match injected {
             Ok(Ok(())) => {
                 state.file_synced(ino);
+                state.changed();
                 reply.ok()
             }
             Ok(Err(e)) => {
@@ -600,7 +607,10 @@ impl Filesystem for PowerLossFs {
     fn fsyncdir(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
         let mut state = self.state();
         match state.check_running().and_then(|()| state.dir_synced(ino)) {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                state.changed();
+                reply.ok()
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }

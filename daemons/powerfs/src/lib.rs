@@ -107,6 +107,21 @@ impl PowerFs {
         state.arm(writes, mode);
     }
 
+    /// Arms a cut right after the `ops`-th operation from now that changes something (writes, creations,
+    /// removals, renames, truncations, fsyncs): for steps that mostly rename. [`PowerFs::is_cut`] says
+    /// whether it happened.
+    pub fn cut_after_ops(&self, ops: u64, mode: CutMode) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .arm_ops(ops, mode);
+    }
+
+    /// Whether the power is off (a cut was made, armed or not).
+    pub fn is_cut(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).is_cut()
+    }
+
     /// Waits up to `timeout` for the armed cut; its report, or `None` if it has not happened (then the
     /// caller cuts: the load may have written less than armed for).
     pub fn wait_armed_cut(&self, timeout: Duration) -> Option<CutReport> {

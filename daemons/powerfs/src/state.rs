@@ -177,6 +177,8 @@ pub struct State {
     frozen: bool,
     /// A cut to make right after the n-th write from now reaches the backing file ([`State::arm`]).
     armed: Option<(u64, CutMode)>,
+    /// A cut to make right after the n-th changing operation from now ([`State::arm_ops`]).
+    armed_ops: Option<(u64, CutMode)>,
     /// What the last cut forgot.
     last_cut: Option<CutReport>,
     /// Disk faults to inject ([`State::fault`]).
@@ -211,6 +213,7 @@ impl State {
             last_written: None,
             frozen: false,
             armed: None,
+            armed_ops: None,
             last_cut: None,
             faults: Vec::new(),
             faults_hit: 0,
@@ -238,8 +241,34 @@ impl State {
         self.armed = Some((writes.max(1), mode));
     }
 
+    /// Arms a cut right after the `ops`-th operation from now that changes something (a write, a creation,
+    /// a removal, a rename, a truncation, an fsync of a file or a directory): for a step that mostly
+    /// renames, which write-counting cuts would miss.
+    pub fn arm_ops(&mut self, ops: u64, mode: CutMode) {
+        self.armed_ops = Some((ops.max(1), mode));
+    }
+
+    /// Counts an operation that changed something; makes the cut armed by [`State::arm_ops`] when due.
+    pub fn changed(&mut self) {
+        if let Some((left, mode)) = self.armed_ops {
+            if left <= 1 {
+                self.armed_ops = None;
+                if !self.frozen {
+                    let report = self.cut(mode);
+                    self.last_cut = Some(report);
+                }
+            } else {
+                self.armed_ops = Some((left - 1, mode));
+            }
+        }
+    }
+
     /// Counts a write done; makes the armed cut when its moment has come.
     pub fn wrote(&mut self) {
+        self.changed();
+        if self.frozen {
+            return;
+        }
         if let Some((left, mode)) = self.armed {
             if left <= 1 {
                 self.armed = None;
