@@ -569,3 +569,37 @@ fn sighup_reloads_readonly_from_the_config() {
         b.process.log_text()
     );
 }
+
+// Proves the bookies' registrations and the ledger metadata survive the death of the leader of a
+// three-server ZooKeeper ensemble (Debian's, on this machine): a ledger written before is read back after,
+// new ledgers are created and written under the new leader, every bookie is registered, and the killed
+// server rejoins.
+#[test]
+fn an_ensemble_that_loses_its_leader_keeps_bookies_and_ledgers() {
+    let mut cluster = Cluster::start(&ServerKind::ZooKeeperEnsemble, 3);
+    let (before, written) = cluster.write_ledger(3, 2, 2, 200);
+    let killed = cluster.server.kill_leader();
+    eprintln!("--- killed ensemble server {killed}");
+    let bookies = |cluster: &Cluster| {
+        cluster
+            .block_on(logtank_ledger::admin::list_bookies(
+                &cluster.coord.client(),
+                &cluster.layout,
+            ))
+            .map(|(writable, _)| writable.len())
+            .unwrap_or(0)
+    };
+    wait_for(
+        "three bookies registered under the new leader",
+        Duration::from_secs(60),
+        || bookies(&cluster) == 3,
+    );
+    let metadata = cluster.block_on(cluster.client.metadata(before)).unwrap();
+    assert_eq!(metadata.state, LedgerState::Closed);
+    assert_eq!(cluster.read_ledger(before, false), written);
+    let (after, written) = cluster.write_ledger(3, 3, 2, 200);
+    assert_eq!(cluster.read_ledger(after, false), written);
+    cluster.server.restart_member(killed);
+    assert_eq!(bookies(&cluster), 3);
+    let (_, _) = cluster.write_ledger(3, 2, 2, 50);
+}

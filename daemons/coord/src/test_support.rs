@@ -47,6 +47,10 @@ pub enum ServerKind {
     ZooKeeper,
     /// A logtank-coordd binary.
     Coordd(PathBuf),
+    /// Three Debian ZooKeeper servers in one quorum on loopback (a client port, a peer port and an
+    /// election port each): [`TestServer::kill_leader`] and [`TestServer::restart_member`] test what
+    /// survives a leader's death.
+    ZooKeeperEnsemble,
 }
 
 impl ServerKind {
@@ -73,6 +77,7 @@ impl ServerKind {
         match self {
             ServerKind::ZooKeeper => "zookeeper",
             ServerKind::Coordd(_) => "coordd",
+            ServerKind::ZooKeeperEnsemble => "zookeeper-ensemble",
         }
     }
 }
@@ -86,16 +91,41 @@ pub fn for_each_server(mut test: impl FnMut(&TestServer)) {
     }
 }
 
-/// A running server; killed on drop.
+/// A running server (or ensemble); killed on drop.
 #[derive(Debug)]
 pub struct TestServer {
     kind: ServerKind,
-    child: Child,
+    /// One for a standalone server; three for [`ServerKind::ZooKeeperEnsemble`].
+    members: Vec<Member>,
+    // Last, so the directory goes after the processes using it.
+    dir: tempfile::TempDir,
+}
+
+/// One server process.
+#[derive(Debug)]
+struct Member {
+    /// Its ZooKeeper server id (`myid`), 1-based; 1 for a standalone server.
+    id: u32,
+    /// `None` while killed ([`TestServer::kill_leader`]).
+    child: Option<Child>,
     watchdog: Option<Child>,
     port: u16,
     log: PathBuf,
-    // Last, so the directory goes after the processes using it.
-    dir: tempfile::TempDir,
+    /// How to start it again: its config (or data) directory.
+    dir: PathBuf,
+}
+
+impl Member {
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
+    }
 }
 
 impl TestServer {
@@ -113,15 +143,25 @@ impl TestServer {
                 .prefix(&format!("logtank-{}-", kind.name()))
                 .tempdir()
                 .expect("creating a temp dir for the test server");
-            let port = free_port();
-            let log = dir.path().join("server.log");
-            let child = spawn(kind, dir.path(), port, &log);
+            let members = match kind {
+                ServerKind::ZooKeeperEnsemble => spawn_ensemble(dir.path()),
+                _ => {
+                    let port = free_port();
+                    let log = dir.path().join("server.log");
+                    let child = spawn(kind, dir.path(), port, &log);
+                    vec![Member {
+                        id: 1,
+                        watchdog: spawn_watchdog(child.id()),
+                        child: Some(child),
+                        port,
+                        log,
+                        dir: dir.path().to_path_buf(),
+                    }]
+                }
+            };
             let mut server = TestServer {
                 kind: kind.clone(),
-                watchdog: spawn_watchdog(child.id()),
-                child,
-                port,
-                log,
+                members,
                 dir,
             };
             match server.wait_ready() {
@@ -132,13 +172,66 @@ impl TestServer {
         panic!("{last_failure}");
     }
 
-    /// The connect string of this server (`127.0.0.1:PORT`).
-    pub fn connect_string(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+    /// The ensemble member that leads now (its id), by `srvr`; `None` for a standalone server or while
+    /// there is no quorum.
+    pub fn leader(&self) -> Option<u32> {
+        self.members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .find(|m| four_letter_word(m.port, "srvr").is_ok_and(|a| a.contains("Mode: leader")))
+            .map(|m| m.id)
     }
 
+    /// Kills the ensemble's leader (SIGKILL) and returns its id; the other two elect a new one.
+    ///
+    /// # Panics
+    /// When this is not an ensemble, or no member leads.
+    pub fn kill_leader(&mut self) -> u32 {
+        assert_eq!(
+            self.kind,
+            ServerKind::ZooKeeperEnsemble,
+            "only an ensemble has a leader to kill"
+        );
+        let leader = self.leader().expect("an ensemble member that leads");
+        self.members
+            .iter_mut()
+            .find(|m| m.id == leader)
+            .expect("the leader is a member")
+            .kill();
+        leader
+    }
+
+    /// Starts a killed ensemble member again and waits until it serves (as a follower, or the leader).
+    ///
+    /// # Panics
+    /// When `id` is not a killed member, or it does not rejoin within [`START_TIMEOUT`].
+    pub fn restart_member(&mut self, id: u32) {
+        let member = self
+            .members
+            .iter_mut()
+            .find(|m| m.id == id && m.child.is_none())
+            .expect("a killed ensemble member");
+        let child = spawn_ensemble_member(&member.dir, &member.log);
+        member.watchdog = spawn_watchdog(child.id());
+        member.child = Some(child);
+        if let Err(failure) = self.wait_ready() {
+            panic!("{failure}");
+        }
+    }
+
+    /// The connect string of this server (`127.0.0.1:PORT`; every member's, comma-separated, for an
+    /// ensemble).
+    pub fn connect_string(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The (first member's) client port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.members[0].port
     }
 
     pub fn kind(&self) -> &ServerKind {
@@ -152,7 +245,7 @@ impl TestServer {
 
     /// Sends a four-letter word (`ruok`, `srvr`, `cons`, …) and returns the whole answer.
     pub fn four_letter_word(&self, word: &str) -> std::io::Result<String> {
-        four_letter_word(self.port, word)
+        four_letter_word(self.port(), word)
     }
 
     /// The data of node `path` as text, or `None` when it does not exist, read by a fresh session standing in
@@ -177,11 +270,18 @@ impl TestServer {
         })
     }
 
-    /// The end of the server's log, for failure messages.
+    /// The end of the server's log (each member's, for an ensemble), for failure messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read(&self.log).unwrap_or_default();
-        let start = text.len().saturating_sub(LOG_TAIL_BYTES_MAX);
-        String::from_utf8_lossy(&text[start..]).into_owned()
+        let each = LOG_TAIL_BYTES_MAX / self.members.len().max(1);
+        self.members
+            .iter()
+            .map(|m| {
+                let text = std::fs::read(&m.log).unwrap_or_default();
+                let start = text.len().saturating_sub(each);
+                format!("[server {}]\n{}", m.id, String::from_utf8_lossy(&text[start..]))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Polls until `ruok` → `imok` and `srvr` reports a mode, the process exits, or [`START_TIMEOUT`]
@@ -190,26 +290,30 @@ impl TestServer {
     fn wait_ready(&mut self) -> Result<(), String> {
         let started = Instant::now();
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "{} exited at start ({status}); log {}:\n{}",
-                    self.kind.name(),
-                    self.log.display(),
-                    self.log_tail()
-                ));
+            for m in &mut self.members {
+                if let Some(Ok(Some(status))) = m.child.as_mut().map(Child::try_wait) {
+                    let name = self.kind.name();
+                    return Err(format!(
+                        "{name} (server {}) exited at start ({status}); log {}:\n{}",
+                        m.id,
+                        m.log.display(),
+                        String::from_utf8_lossy(&std::fs::read(&m.log).unwrap_or_default())
+                    ));
+                }
             }
-            if self.four_letter_word("ruok").is_ok_and(|a| a == "imok")
-                && self.four_letter_word("srvr").is_ok_and(|a| a.contains("Mode: "))
-            {
+            let ready = self.members.iter().filter(|m| m.child.is_some()).all(|m| {
+                four_letter_word(m.port, "ruok").is_ok_and(|a| a == "imok")
+                    && four_letter_word(m.port, "srvr").is_ok_and(|a| a.contains("Mode: "))
+            });
+            if ready {
                 return Ok(());
             }
             if started.elapsed() > START_TIMEOUT {
                 return Err(format!(
-                    "{} did not answer ruok on port {} within {:?}; log {}:\n{}",
+                    "{} did not answer ruok on {} within {:?}; logs:\n{}",
                     self.kind.name(),
-                    self.port,
+                    self.connect_string(),
                     START_TIMEOUT,
-                    self.log.display(),
                     self.log_tail()
                 ));
             }
@@ -220,11 +324,8 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(mut watchdog) = self.watchdog.take() {
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
+        for m in &mut self.members {
+            m.kill();
         }
     }
 }
@@ -270,6 +371,7 @@ fn spawn(kind: &ServerKind, dir: &Path, port: u16, log: &Path) -> Child {
     let mut command = match kind {
         ServerKind::ZooKeeper => zookeeper_command(dir, port),
         ServerKind::Coordd(bin) => coordd_command(bin, dir, port),
+        ServerKind::ZooKeeperEnsemble => unreachable!("an ensemble's members start in spawn_ensemble"),
     };
     command
         .stdin(Stdio::null())
@@ -294,6 +396,11 @@ fn zookeeper_command(dir: &Path, port: u16) -> Command {
         data.display()
     );
     std::fs::write(&cfg, text).expect("writing zoo.cfg");
+    java_command("org.apache.zookeeper.server.ZooKeeperServerMain", &cfg, dir)
+}
+
+/// A JVM running ZooKeeper's `main_class` on `cfg`.
+fn java_command(main_class: &str, cfg: &Path, dir: &Path) -> Command {
     // slf4j-simple, when present, sends the server's log to stderr (our log file) instead of nowhere.
     let mut classpath = vec!["/etc/zookeeper/conf", ZOOKEEPER_JAR];
     if Path::new("/usr/share/java/slf4j-simple.jar").is_file() {
@@ -308,11 +415,77 @@ fn zookeeper_command(dir: &Path, port: u16) -> Command {
             "-Dzookeeper.admin.enableServer=false",
             "-cp",
             &classpath.join(":"),
-            "org.apache.zookeeper.server.ZooKeeperServerMain",
+            main_class,
         ])
-        .arg(&cfg)
+        .arg(cfg)
         .current_dir(dir);
     command
+}
+
+/// The members of a three-server ensemble, each in `dir/server-N` with its `myid`, started.
+fn spawn_ensemble(dir: &Path) -> Vec<Member> {
+    check_zookeeper_installed();
+    // Client, peer and election port of each member.
+    let ports: Vec<[u16; 3]> = (0..3).map(|_| [free_port(), free_port(), free_port()]).collect();
+    let servers: String = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("server.{}=127.0.0.1:{}:{}\n", i + 1, p[1], p[2]))
+        .collect();
+    (0..3)
+        .map(|i| {
+            let id = i as u32 + 1;
+            let member_dir = dir.join(format!("server-{id}"));
+            let data = member_dir.join("data");
+            std::fs::create_dir_all(&data).expect("creating an ensemble member's data dir");
+            std::fs::write(data.join("myid"), format!("{id}\n")).expect("writing myid");
+            let text = format!(
+                "tickTime={TICK_MS}\n\
+                 initLimit=10\n\
+                 syncLimit=5\n\
+                 dataDir={}\n\
+                 clientPort={}\n\
+                 clientPortAddress=127.0.0.1\n\
+                 4lw.commands.whitelist=*\n\
+                 admin.enableServer=false\n\
+                 maxClientCnxns=0\n\
+                 {servers}",
+                data.display(),
+                ports[i][0]
+            );
+            std::fs::write(member_dir.join("zoo.cfg"), text).expect("writing zoo.cfg");
+            let log = member_dir.join("server.log");
+            let child = spawn_ensemble_member(&member_dir, &log);
+            Member {
+                id,
+                watchdog: spawn_watchdog(child.id()),
+                child: Some(child),
+                port: ports[i][0],
+                log,
+                dir: member_dir,
+            }
+        })
+        .collect()
+}
+
+/// Starts (or starts again) the ensemble member configured in `member_dir`, appending to its log.
+fn spawn_ensemble_member(member_dir: &Path, log: &Path) -> Child {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("opening an ensemble member's log");
+    let stderr = log_file.try_clone().expect("cloning the log file handle");
+    java_command(
+        "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+        &member_dir.join("zoo.cfg"),
+        member_dir,
+    )
+    .stdin(Stdio::null())
+    .stdout(log_file)
+    .stderr(stderr)
+    .spawn()
+    .unwrap_or_else(|e| panic!("starting a ZooKeeper ensemble member: {e}"))
 }
 
 fn coordd_command(bin: &Path, dir: &Path, port: u16) -> Command {
