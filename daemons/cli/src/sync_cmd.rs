@@ -47,7 +47,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use logtank_coord::{Coord, CoordConfig};
 use logtank_runtime::config::{self as runtime_config, ConfigError, ConfigSource, LogConfig, Override};
-use logtank_storage::{Adoption, Layout, Storage, StorageError, StorageOptions};
+use logtank_storage::{Adoption, Layout, LockRole, Storage, StorageError, StorageOptions};
 use serde::{Deserialize, Serialize};
 
 /// Where the config is when `--config` is not given (it may be absent: built-in defaults then).
@@ -147,7 +147,7 @@ impl Default for SyncSection {
             ssh_user: String::new(),
             ssh_options: Vec::new(),
             ssh_storage: PathBuf::from("/data/storage"),
-            overlap_ms: 60_000,
+            overlap_ms: logtank_storage::DEFAULT_ADOPTION_OVERLAP.as_millis() as u64,
             timeout_s: 300,
             bwlimit_kib: 0,
             raw_history_retention_hours: 168,
@@ -659,6 +659,17 @@ fn adopt(storage: &Storage, overlap: Duration, fingerprint: Option<&str>) -> Res
     let layout = storage.layout();
     let migrated = layout.migrated();
     let last_adopted = layout.storage().join(LAST_ADOPTED);
+    // The dealer's lock while adopting: logtank-indexes never deals beside a half-done adoption, and a
+    // host whose logtank-indexes runs (a master, or one being promoted) adopts nothing: its dealer
+    // finishes a complete copy itself at start.
+    let _dealer = layout.lock(LockRole::Dealer).map_err(|e| match e {
+        StorageError::Locked { .. } => anyhow!(
+            "{e}; so this host deals its own raw log (it is the master, or being promoted) and the copy in {} \
+             is not adopted by the sync",
+            migrated.display()
+        ),
+        e => anyhow!(e).context("taking the dealer lock to adopt"),
+    })?;
     // Forget what was adopted before: if this adoption stops half-way, the next run must not skip.
     remove_file(&last_adopted)?;
     match storage.adopt_snapshot(overlap) {

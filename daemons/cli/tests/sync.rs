@@ -552,6 +552,21 @@ fn refusals_and_failures_adopt_nothing() {
     std::fs::create_dir_all(migrated.join("indexes/x/segments")).unwrap();
     std::fs::write(migrated.join("dealer.next_seq.info"), "5\n").unwrap();
     std::fs::write(migrated.join("dealer.dealt_until_ms.info"), "1000\n").unwrap();
+    // While logtank-indexes holds the dealer lock (this host being promoted), the sync adopts nothing.
+    {
+        let layout = logtank_storage::Layout::new(&slave);
+        let _dealer = layout.lock(logtank_storage::LockRole::Dealer).unwrap();
+        write_config(&config, &slave, "master = \"127.0.0.1:1\"", "");
+        let out = sync(&config);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains("dealer.lock") && err.contains("is not adopted by the sync"),
+            "{err}"
+        );
+        assert!(migrated.is_dir(), "the copy waits for the dealer");
+        assert!(!slave.join("storage/indexes/x").exists(), "nothing adopted");
+    }
     // Raw history a week and a day old goes (raw_history_retention_hours = 168), younger history stays.
     let history = slave.join("storage/raw/history");
     std::fs::create_dir_all(&history).unwrap();

@@ -192,9 +192,18 @@ impl Daemon for Indexes {
         let lock = layout.lock(LockRole::Dealer)?;
         let options = config.pipeline.storage_options();
         let open_layout = layout.clone();
-        let storage = tokio::task::spawn_blocking(move || Storage::open(open_layout, options))
-            .await?
-            .with_context(|| format!("opening the storage under {}", layout.storage().display()))?;
+        let storage = tokio::task::spawn_blocking(move || {
+            let storage = Storage::open(open_layout, options)?;
+            // Never deal beside a half-done adoption (a sync interrupted, then this host promoted).
+            let finished = storage.finish_interrupted_sync()?;
+            Ok::<_, logtank_storage::StorageError>((storage, finished))
+        })
+        .await?
+        .with_context(|| format!("opening the storage under {}", layout.storage().display()));
+        let (storage, finished) = storage?;
+        if let Some(finished) = finished {
+            log::warn!("an interrupted sync: {finished}");
+        }
         let storage = Arc::new(storage);
 
         let reader = bind(&config.server.listen, "server.listen").await?;

@@ -45,4 +45,4 @@ pub use names::{SegmentKind, SegmentName};
 pub use pipeline::CycleReport;
 pub use reader::Page;
 pub use storage::{Storage, StorageOptions};
-pub use sync::Adoption;
+pub use sync::{Adoption, DEFAULT_ADOPTION_OVERLAP};

@@ -23,6 +23,9 @@ use crate::framed::FramedFile;
 use crate::raw::{self, RawSegment};
 use crate::{fsutil, Storage};
 
+/// The default `overlap` of an adoption (`sync.overlap_ms`): clock skew between two writers plus a margin.
+pub const DEFAULT_ADOPTION_OVERLAP: Duration = Duration::from_secs(60);
+
 /// What an adoption did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Adoption {
@@ -37,6 +40,40 @@ pub struct Adoption {
 }
 
 impl Storage {
+    /// What a host about to deal does first (logtank-indexes at start, holding the dealer lock): a
+    /// complete copy left in `storage/migrated` by a sync interrupted before its adoption is adopted now
+    /// (with [`DEFAULT_ADOPTION_OVERLAP`]), and an incomplete copy in `storage/migrating` is removed (the
+    /// next sync starts over), so the dealer never runs beside a half-done adoption. A `migrated` the
+    /// adoption finds incomplete is removed as well. Returns what was done, for the log.
+    pub fn finish_interrupted_sync(&self) -> Result<Option<String>, StorageError> {
+        let layout = &self.layout;
+        let mut done = Vec::new();
+        let migrating = layout.migrating();
+        if migrating.exists() {
+            fs::remove_dir_all(&migrating).at(&migrating)?;
+            logtank_durable::fsync_dir(&layout.storage())?;
+            done.push(format!("removed the incomplete copy {}", migrating.display()));
+        }
+        if layout.migrated().is_dir() {
+            match self.adopt_snapshot(DEFAULT_ADOPTION_OVERLAP) {
+                Ok(Some(a)) => done.push(format!(
+                    "adopted the complete copy a sync left in {} (safe to read: {})",
+                    layout.migrated().display(),
+                    a.safe_to_read
+                )),
+                Ok(None) => {}
+                Err(StorageError::Invalid(why)) => {
+                    let migrated = layout.migrated();
+                    fs::remove_dir_all(&migrated).at(&migrated)?;
+                    logtank_durable::fsync_dir(&layout.storage())?;
+                    done.push(format!("removed {why}"));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((!done.is_empty()).then(|| done.join("; ")))
+    }
+
     /// Swaps in `storage/migrated` if there is one (`Ok(None)` otherwise). Idempotent: a crash at any point
     /// is finished by the next call. Only for a host whose pipeline is not running (a slave).
     pub fn adopt_snapshot(&self, overlap: Duration) -> Result<Option<Adoption>, StorageError> {

@@ -395,3 +395,64 @@ fn an_adoption_cut_by_power_is_finished_by_the_next_run() {
          and files taken back): every record served by the promoted slave"
     );
 }
+
+// Proves a host about to deal finishes a sync that was interrupted: a complete copy in `migrated` is
+// adopted, an incomplete one in `migrating` is removed, and a `migrated` missing its infos is removed too.
+#[test]
+fn a_dealer_finishes_an_interrupted_sync_before_it_deals() {
+    let (m_dir, s_dir) = (tempfile::tempdir().expect("m"), tempfile::tempdir().expect("s"));
+    let (master, slave) = (Layout::new(m_dir.path()), Layout::new(s_dir.path()));
+    let m_storage = Storage::open(master.clone(), options()).expect("master");
+    let m_journal = journal(&master);
+    for i in 0..40 {
+        append(&m_journal, &batch(i));
+    }
+    m_storage.run_cycle(&|| true).expect("master cycle");
+    sync(&master, &slave);
+    std::fs::create_dir_all(slave.migrating().join("indexes")).expect("an incomplete copy too");
+    let s_storage = Storage::open(slave.clone(), options()).expect("slave");
+    let done = s_storage
+        .finish_interrupted_sync()
+        .expect("finish")
+        .expect("something done");
+    assert!(
+        done.contains("removed the incomplete copy") && done.contains("adopted the complete copy"),
+        "{done}"
+    );
+    assert!(!slave.migrated().exists() && !slave.migrating().exists());
+    // The master's dealt segments, exactly.
+    let segments = |storage: &Storage, code: &str| {
+        let (segments, _) = storage.index_segments(code).expect("segments");
+        segments.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    for code in INDEXES {
+        assert!(!segments(&m_storage, code).is_empty());
+        assert_eq!(
+            segments(&s_storage, code),
+            segments(&m_storage, code),
+            "index {code}"
+        );
+    }
+    assert_eq!(
+        s_storage.finish_interrupted_sync().expect("again"),
+        None,
+        "nothing left to do"
+    );
+
+    // A copy whose infos are missing is not adopted: removed, the storage as it was.
+    std::fs::create_dir_all(slave.migrated().join("indexes")).expect("broken copy");
+    let done = s_storage
+        .finish_interrupted_sync()
+        .expect("finish")
+        .expect("removed");
+    assert!(done.contains("is not a complete snapshot"), "{done}");
+    assert!(!slave.migrated().exists());
+    for code in INDEXES {
+        assert_eq!(
+            segments(&s_storage, code),
+            segments(&m_storage, code),
+            "index {code}"
+        );
+    }
+    m_journal.close().expect("close");
+}
