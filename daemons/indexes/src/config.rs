@@ -444,6 +444,8 @@ mod tests {
             read_guard_ms: 8,
             raw_history_retention_hours: 2,
             deleted_index_retention_hours: 3,
+            // The disk pause is the pipeline thread's, not the storage layer's.
+            ..PipelineSection::default()
         };
         let o = p.storage_options();
         assert_eq!(o.deleted_index_retention, Duration::from_secs(3 * 3600));
