@@ -21,6 +21,8 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9151";
 pub const DEFAULT_DATA_ROOT: &str = "/data";
 /// How often the marker files are looked at (IndexTank looked at every cycle, sleeping 15–30 s between).
 pub const DEFAULT_MARKER_POLL_MS: u64 = 1000;
+/// `indexes.master_lease_ms`: ten epoch reads.
+pub const DEFAULT_MASTER_LEASE_MS: u64 = 10_000;
 /// How long the pipeline sleeps after a cycle that found nothing to do.
 pub const DEFAULT_IDLE_MS: u64 = 1000;
 /// The smallest page: a page must hold at least one frame of a segment to make progress.
@@ -79,8 +81,12 @@ pub struct IndexesSection {
         deserialize_with = "advertise_address"
     )]
     pub advertise: Option<String>,
-    /// How often `<data_root>/master` and `safe_to_read` are looked at.
+    /// How often `<data_root>/master` and `safe_to_read` are looked at (and, as the master, the epoch).
     pub marker_poll_ms: u64,
+    /// With coordination: the master deals and serves reads only while it confirmed its epoch within this
+    /// long, and a newly promoted master waits this long after its bump before it starts (a previous master
+    /// cut off from coordination has stopped by then). At least twice `marker_poll_ms`.
+    pub master_lease_ms: u64,
     /// Addresses (`IP` or `IP/prefix-bits`) whose `delete_index` and `enqueue_for_optimization` calls are
     /// served (default: this host's loopback); from anywhere else they are refused. Reads are served to
     /// anyone who can connect.
@@ -163,6 +169,7 @@ impl Default for IndexesSection {
             manager_listen: DEFAULT_MANAGER_LISTEN.into(),
             advertise: None,
             marker_poll_ms: DEFAULT_MARKER_POLL_MS,
+            master_lease_ms: DEFAULT_MASTER_LEASE_MS,
             manager_state_changes_from: vec![
                 AddressRange {
                     addr: std::net::Ipv4Addr::new(127, 0, 0, 0).into(),
@@ -180,6 +187,10 @@ impl Default for IndexesSection {
 impl IndexesSection {
     pub fn marker_poll(&self) -> Duration {
         Duration::from_millis(self.marker_poll_ms)
+    }
+
+    pub fn master_lease(&self) -> Duration {
+        Duration::from_millis(self.master_lease_ms)
     }
 }
 
@@ -311,6 +322,16 @@ impl IndexesConfig {
             return invalid(
                 "indexes.marker_poll_ms",
                 format!("must be at least {MARKER_POLL_MS_MIN}"),
+            );
+        }
+        if self.indexes.master_lease_ms < 2 * self.indexes.marker_poll_ms {
+            return invalid(
+                "indexes.master_lease_ms",
+                format!(
+                    "must be at least twice indexes.marker_poll_ms ({}): the epoch is read that often, and one slow \
+                     read must not end the lease",
+                    self.indexes.marker_poll_ms
+                ),
             );
         }
         if p.idle_ms == 0 {

@@ -102,7 +102,7 @@ impl Coordination {
                 None => CoordState::Standby,
             });
             let active = tokio::select! {
-                r = wait_role(&mut roles, RoleView::is_active) => r,
+                r = wait_role(&mut roles, RoleView::holds_markers) => r,
                 _ = self.shutdown.wait() => false,
             };
             if !active {
@@ -118,11 +118,24 @@ impl Coordination {
     /// One term as master: bump, register, watch the epoch, until demotion, fencing or shutdown.
     async fn serve_as_master(&self, coord: &Coord, roles: &mut watch::Receiver<RoleView>) -> Next {
         self.set(CoordState::Promoting);
+        // Before the bump is sent: the lease is counted from earlier than it holds, never later.
+        let asked_at = std::time::Instant::now();
         let ours = tokio::select! {
             e = bump_forever(coord) => e,
-            _ = wait_role(roles, |v| !v.is_active()) => return Next::Again,
+            _ = wait_role(roles, |v| !v.holds_markers()) => return Next::Again,
             _ = self.shutdown.wait() => return Next::Shutdown,
         };
+        let roles_now = self.roles.clone();
+        let _ = tokio::task::spawn_blocking(move || roles_now.start_lease(asked_at, ours - 1)).await;
+        if ours > 1 {
+            if let Some(lease) = self.roles.lease_duration() {
+                log::info!(
+                    "promoted with epoch {ours}: dealing and reads start once the previous master's lease has run \
+                     out ({} ms)",
+                    lease.as_millis()
+                );
+            }
+        }
         self.metrics.epoch.set(i64::try_from(ours).unwrap_or(i64::MAX));
         log::info!(
             "promoted with epoch {ours}; registering {} = {}",
@@ -134,7 +147,13 @@ impl Coordination {
             registered: false,
         });
         let (newer_tx, mut newer_rx) = oneshot::channel();
-        let poller = tokio::spawn(poll_epoch(coord.clone(), ours, self.poll, newer_tx));
+        let poller = tokio::spawn(poll_epoch(
+            coord.clone(),
+            self.roles.clone(),
+            ours,
+            self.poll,
+            newer_tx,
+        ));
         let register = register_forever(coord, &self.host_port);
         tokio::pin!(register);
         let mut registration: Option<Registration> = None;
@@ -150,7 +169,7 @@ impl Coordination {
                     }
                     break Next::Again;
                 }
-                _ = wait_role(roles, |v| !v.is_active()) => {
+                _ = wait_role(roles, |v| !v.holds_markers()) => {
                     log::info!("no longer the active master: removing {}", paths::RECOVERY);
                     break Next::Again;
                 }
@@ -158,6 +177,8 @@ impl Coordination {
             }
         };
         poller.abort();
+        let roles_now = self.roles.clone();
+        let _ = tokio::task::spawn_blocking(move || roles_now.end_lease()).await;
         if let Some(registration) = registration {
             registration.deregister_or_expire().await;
         }
@@ -216,17 +237,27 @@ async fn register_forever(coord: &Coord, host_port: &str) -> Registration {
         .await
 }
 
-/// Reads the epoch every `every`; sends the first one newer than `ours`.
-async fn poll_epoch(coord: Coord, ours: u64, every: Duration, newer: oneshot::Sender<u64>) {
+/// Reads the epoch every `every`: an unchanged one renews the master lease; the first one newer than `ours`
+/// is sent (this host is fenced).
+async fn poll_epoch(
+    coord: Coord,
+    roles: Arc<Roles>,
+    ours: u64,
+    every: Duration,
+    newer: oneshot::Sender<u64>,
+) {
     let mut failing = false;
     loop {
         tokio::time::sleep(every).await;
+        let asked_at = std::time::Instant::now();
         match coord.epoch().await {
             Ok(epoch) if epoch > ours => {
                 let _ = newer.send(epoch);
                 return;
             }
             Ok(_) => {
+                let roles = roles.clone();
+                let _ = tokio::task::spawn_blocking(move || roles.confirm_lease(asked_at)).await;
                 if failing {
                     log::info!("reading {} works again", paths::EPOCH);
                 }
@@ -235,7 +266,7 @@ async fn poll_epoch(coord: Coord, ours: u64, every: Duration, newer: oneshot::Se
             Err(e) => {
                 if !failing {
                     log::warn!(
-                        "reading {}: {e}; fencing is not checked until it answers",
+                        "reading {}: {e}; the master lease is not renewed until it answers",
                         paths::EPOCH
                     );
                 }

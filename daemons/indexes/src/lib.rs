@@ -152,6 +152,8 @@ impl StatusSource for Status {
             "fenced".into()
         } else if view.is_active() {
             "master".into()
+        } else if view.holds_markers() && view.unconfirmed {
+            "master (lease not held)".into()
         } else if view.master {
             "master (not safe to read)".into()
         } else {
@@ -166,6 +168,7 @@ impl StatusSource for Status {
         m.insert("safe_to_read".into(), view.safe_to_read.into());
         m.insert("fenced".into(), view.fenced.map(|f| f.to_string()).into());
         m.insert("active".into(), view.is_active().into());
+        m.insert("lease_held".into(), (!view.unconfirmed).into());
         m.insert("indexes".into(), p.indexes.into());
         m.insert("dealer_next_seq".into(), p.dealer_next_seq.into());
         m.insert("pipeline_cycles".into(), p.cycles.into());
@@ -213,7 +216,12 @@ impl Daemon for Indexes {
 
         let metrics = IndexesMetrics::new();
         metrics.register(ctx.metrics());
-        let roles = Arc::new(Roles::new(layout.clone(), logtank_coord::host_name()));
+        let lease = config.coord.is_enabled().then(|| config.indexes.master_lease());
+        let roles = Arc::new(Roles::with_lease(
+            layout.clone(),
+            logtank_coord::host_name(),
+            lease,
+        ));
         let view = roles.poll();
         log::info!(
             "data root {}: master marker {}, safe_to_read {}{}",

@@ -13,7 +13,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use logtank_runtime::Shutdown;
 use logtank_storage::Layout;
@@ -45,16 +45,55 @@ pub struct RoleView {
     pub master: bool,
     pub safe_to_read: bool,
     pub fenced: Option<Fence>,
+    /// The master lease does not hold: coordination is configured and this host's epoch was not confirmed
+    /// within `indexes.master_lease_ms` (or a previous master's lease may still run).
+    pub unconfirmed: bool,
 }
 
 impl RoleView {
-    /// The active master: both markers, not fenced. Only then the pipeline runs and reads are served.
-    pub fn is_active(&self) -> bool {
+    /// Both markers and not fenced: this host means to be the master (coordination then bumps the epoch
+    /// and keeps the lease).
+    pub fn holds_markers(&self) -> bool {
         self.master && self.safe_to_read && self.fenced.is_none()
+    }
+
+    /// The active master: both markers, not fenced, the lease held. Only then the pipeline runs and reads
+    /// are served.
+    pub fn is_active(&self) -> bool {
+        self.holds_markers() && !self.unconfirmed
+    }
+}
+
+/// The master lease (with coordination): the active master serves only while it confirmed its epoch (read
+/// it back unchanged) within the lease, and a newly promoted one only once a previous master's lease has
+/// surely run out. So a master cut off from coordination stops before another one, promoted meanwhile,
+/// starts: two masters never deal or serve reads at once.
+#[derive(Debug)]
+struct Lease {
+    duration: Duration,
+    state: Mutex<LeaseState>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct LeaseState {
+    /// When the last confirmation was asked for (the epoch read sent, not answered: conservative).
+    confirmed_at: Option<Instant>,
+    /// A promotion's wait: not before the previous master's lease ran out.
+    not_before: Option<Instant>,
+}
+
+impl Lease {
+    fn holds(&self) -> bool {
+        let st = *self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        st.confirmed_at
+            .is_some_and(|c| now.duration_since(c) < self.duration)
+            && st.not_before.is_none_or(|nb| now >= nb)
     }
 }
 
 /// Why a request that needs the active master is refused.
+/// (The lease variant's text names the lease; the others name the marker to look at.)
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotServing {
     #[error(
@@ -85,6 +124,13 @@ pub enum NotServing {
         fence: Fence,
         marker: PathBuf,
     },
+    #[error(
+        "logtank-indexes on {host} is the master but has not confirmed its epoch in coordination within its \
+         lease ({lease_ms} ms): it serves no reads and deals nothing until it does (another host may have been \
+         promoted meanwhile; a new master waits out the previous one's lease); recover from the master's \
+         reader (/logtank/services/recovery)"
+    )]
+    LeaseNotHeld { host: String, lease_ms: u128 },
 }
 
 impl NotServing {
@@ -94,6 +140,7 @@ impl NotServing {
             NotServing::NotMaster { .. } => "not_master",
             NotServing::NotSafeToRead { .. } => "not_safe_to_read",
             NotServing::Fenced { .. } => "fenced",
+            NotServing::LeaseNotHeld { .. } => "lease_not_held",
         }
     }
 }
@@ -128,6 +175,8 @@ pub struct Roles {
     layout: Layout,
     host: String,
     fenced: Mutex<Option<Fence>>,
+    /// `None` without coordination (single-host mode: the markers alone decide).
+    lease: Option<Lease>,
     view: watch::Sender<RoleView>,
     wakeup: Arc<Wakeup>,
 }
@@ -136,6 +185,15 @@ impl Roles {
     /// Reads the markers and the remembered fence. A fence file without a `master` marker is stale (the
     /// host was demoted while the daemon was down) and removed.
     pub fn new(layout: Layout, host: String) -> Roles {
+        Roles::with_lease(layout, host, None)
+    }
+
+    /// [`Roles::new`] with a master lease of `lease` (coordination configured).
+    pub fn with_lease(layout: Layout, host: String, lease: Option<Duration>) -> Roles {
+        let lease = lease.map(|duration| Lease {
+            duration,
+            state: Mutex::default(),
+        });
         let mut fenced = read_fence(&fence_path(&layout));
         if fenced.is_some() && !layout.is_master() {
             clear_fence_file(&fence_path(&layout));
@@ -153,12 +211,14 @@ impl Roles {
             master: layout.is_master(),
             safe_to_read: layout.is_safe_to_read(),
             fenced,
+            unconfirmed: lease.is_some(),
         };
         let (view, _) = watch::channel(initial);
         Roles {
             layout,
             host,
             fenced: Mutex::new(fenced),
+            lease,
             view,
             wakeup: Arc::new(Wakeup::default()),
         }
@@ -190,13 +250,49 @@ impl Roles {
         *self.fenced.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The role from the files themselves (two `stat`s), for gates that must not wait for a poll.
+    /// The role from the files themselves (two `stat`s) and the lease, for gates that must not wait for a
+    /// poll.
     pub fn live_view(&self) -> RoleView {
         RoleView {
             master: self.layout.is_master(),
             safe_to_read: self.layout.is_safe_to_read(),
             fenced: self.fence(),
+            unconfirmed: self.lease.as_ref().is_some_and(|l| !l.holds()),
         }
+    }
+
+    /// A new term's lease: the epoch was bumped, its request sent at `asked_at`. With a previous master
+    /// (`previous_epoch` > 0) nothing is served before its lease has surely run out (`lease` after the
+    /// bump was answered).
+    pub fn start_lease(&self, asked_at: Instant, previous_epoch: u64) {
+        if let Some(lease) = &self.lease {
+            let mut st = lease.state.lock().unwrap_or_else(PoisonError::into_inner);
+            st.confirmed_at = Some(asked_at);
+            st.not_before = (previous_epoch > 0).then(|| Instant::now() + lease.duration);
+        }
+        self.poll();
+    }
+
+    /// The epoch read back unchanged, its request sent at `asked_at`: the lease holds for another term.
+    pub fn confirm_lease(&self, asked_at: Instant) {
+        if let Some(lease) = &self.lease {
+            let mut st = lease.state.lock().unwrap_or_else(PoisonError::into_inner);
+            st.confirmed_at = Some(st.confirmed_at.map_or(asked_at, |c| c.max(asked_at)));
+        }
+        self.poll();
+    }
+
+    /// The term ended (demoted, fenced): no lease until the next promotion.
+    pub fn end_lease(&self) {
+        if let Some(lease) = &self.lease {
+            *lease.state.lock().unwrap_or_else(PoisonError::into_inner) = LeaseState::default();
+        }
+        self.poll();
+    }
+
+    /// The lease's length, if there is one.
+    pub fn lease_duration(&self) -> Option<Duration> {
+        self.lease.as_ref().map(|l| l.duration)
     }
 
     /// `Ok` when this host is the active master right now, else why not.
@@ -220,6 +316,12 @@ impl Roles {
                 host: self.host.clone(),
                 marker: self.layout.safe_to_read_marker(),
                 legacy: self.layout.legacy_safe_to_read_marker(),
+            });
+        }
+        if view.unconfirmed {
+            return Err(NotServing::LeaseNotHeld {
+                host: self.host.clone(),
+                lease_ms: self.lease_duration().unwrap_or_default().as_millis(),
             });
         }
         Ok(())
@@ -255,6 +357,7 @@ impl Roles {
             master,
             safe_to_read: self.layout.is_safe_to_read(),
             fenced: self.fence(),
+            unconfirmed: self.lease.as_ref().is_some_and(|l| !l.holds()),
         };
         let changed = self.view.send_if_modified(|view| {
             if *view == now {
@@ -293,6 +396,16 @@ fn log_change(layout: &Layout, old: &RoleView, new: &RoleView) {
                 "{} is gone: this host's data is not known complete; the pipeline stops and reads are refused",
                 layout.safe_to_read_marker().display()
             );
+        }
+    }
+    if old.unconfirmed != new.unconfirmed && new.holds_markers() && old.holds_markers() {
+        if new.unconfirmed {
+            log::warn!(
+                "the master lease does not hold: the epoch could not be confirmed in coordination in time; \
+                 dealing and reads stop until it is"
+            );
+        } else {
+            log::info!("the master lease holds: the epoch is confirmed in coordination");
         }
     }
     if old.is_active() != new.is_active() {
