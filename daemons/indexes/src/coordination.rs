@@ -5,9 +5,11 @@
 //! its next durable point, reads are refused, the registration is removed). Demotion (the `master` marker
 //! removed) removes the registration too.
 //!
-//! Nothing here is needed to deal or to serve: a background task connects (retrying for as long as it
-//! takes) and the pipeline runs meanwhile, so the daemon runs fine while the coordination server is down;
-//! it only cannot be found through coordination, nor fenced, until it is back.
+//! The epoch reads also keep the master lease ([`Roles::confirm_lease`]): with coordination configured, a
+//! master deals and serves only while its epoch was confirmed within `indexes.master_lease_ms`, and a
+//! promotion to an epoch past 1 waits a lease after its bump, so a master cut off from coordination stops
+//! before another one starts. A background task connects, retrying for as long as it takes; until it
+//! answers the master holds no lease.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -88,7 +90,7 @@ impl Coordination {
         self.set(CoordState::Connecting);
         let connect = Coord::connect_forever(&self.config, |e, delay| {
             format!(
-                "{e}; dealing and serving anyway, trying coordination again in {} ms",
+                "{e}; no master lease until it answers, trying coordination again in {} ms",
                 delay.as_millis()
             )
         });
