@@ -128,15 +128,15 @@ impl Coordination {
             _ = self.shutdown.wait() => return Next::Shutdown,
         };
         let roles_now = self.roles.clone();
-        let _ = tokio::task::spawn_blocking(move || roles_now.start_lease(asked_at, ours - 1)).await;
-        if ours > 1 {
-            if let Some(lease) = self.roles.lease_duration() {
-                log::info!(
-                    "promoted with epoch {ours}: dealing and reads start once the previous master's lease has run \
-                     out ({} ms)",
-                    lease.as_millis()
-                );
-            }
+        let waits = tokio::task::spawn_blocking(move || roles_now.start_lease(asked_at, ours))
+            .await
+            .unwrap_or(true);
+        if let (true, Some(lease)) = (waits, self.roles.lease_duration()) {
+            log::info!(
+                "promoted with epoch {ours}: dealing and reads start once the previous master's lease has run out \
+                 ({} ms)",
+                lease.as_millis()
+            );
         }
         self.metrics.epoch.set(i64::try_from(ours).unwrap_or(i64::MAX));
         log::info!(

@@ -261,16 +261,29 @@ impl Roles {
         }
     }
 
-    /// A new term's lease: the epoch was bumped, its request sent at `asked_at`. With a previous master
-    /// (`previous_epoch` > 0) nothing is served before its lease has surely run out (`lease` after the
-    /// bump was answered).
-    pub fn start_lease(&self, asked_at: Instant, previous_epoch: u64) {
+    /// A new term's lease: the epoch was bumped to `ours`, its request sent at `asked_at`. If another host
+    /// may have held the epoch before (it was past 0, and not the one this host held last, remembered in
+    /// `storage/master.epoch`), nothing is served before that master's lease has surely run out (`lease`
+    /// after the bump was answered); a restart of the same master starts at once. Returns whether it waits.
+    /// Blocking file IO (a few bytes, fsynced).
+    pub fn start_lease(&self, asked_at: Instant, ours: u64) -> bool {
+        let previous = ours.saturating_sub(1);
+        let path = held_epoch_path(&self.layout);
+        let ours_before = read_held_epoch(&path);
+        let wait = previous > 0 && ours_before != Some(previous);
+        if let Err(e) = logtank_durable::write_atomically(&path, format!("{ours}\n").as_bytes()) {
+            log::warn!(
+                "cannot remember epoch {ours} in {}: {e}; the next promotion here waits out a lease",
+                path.display()
+            );
+        }
         if let Some(lease) = &self.lease {
             let mut st = lease.state.lock().unwrap_or_else(PoisonError::into_inner);
             st.confirmed_at = Some(asked_at);
-            st.not_before = (previous_epoch > 0).then(|| Instant::now() + lease.duration);
+            st.not_before = wait.then(|| Instant::now() + lease.duration);
         }
         self.poll();
+        wait && self.lease.is_some()
     }
 
     /// The epoch read back unchanged, its request sent at `asked_at`: the lease holds for another term.
@@ -437,6 +450,19 @@ pub async fn watch_markers(roles: Arc<Roles>, every: Duration, shutdown: Shutdow
 /// `<root>/storage/fenced`.
 pub fn fence_path(layout: &Layout) -> PathBuf {
     layout.storage().join("fenced")
+}
+
+/// The epoch this host held last as the master.
+fn held_epoch_path(layout: &Layout) -> PathBuf {
+    layout.storage().join("master.epoch")
+}
+
+fn read_held_epoch(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).ok()?;
+    let mut text = String::new();
+    file.take(FENCE_FILE_BYTES_MAX).read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
 }
 
 fn read_fence(path: &Path) -> Option<Fence> {
