@@ -32,6 +32,19 @@ impl Coord {
         data.map_or(Ok(0), |d| parse_epoch(&d))
     }
 
+    /// The epoch as the ensemble's leader has it: a `sync` first, so a follower that lags behind the leader
+    /// cannot answer with an epoch already bumped elsewhere (what a master lease's confirmation needs).
+    pub async fn epoch_synced(&self) -> Result<u64, CoordError> {
+        self.retrying("sync", paths::EPOCH, |client| async move {
+            match client.sync(paths::EPOCH).await {
+                Ok(()) | Err(ZkError::NoNode) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+        self.epoch().await
+    }
+
     /// Increments the epoch (creating the node at 1 if it does not exist) and returns the new value.
     ///
     /// A connection lost while the update was in flight is retried, so an epoch can be skipped (the update
