@@ -225,6 +225,9 @@ pub struct PipelineSection {
     pub disk_usage_high_percent: u8,
     /// They go on once usage is below this (hysteresis: no flapping).
     pub disk_usage_low_percent: u8,
+    /// The pipeline thread doing no IO at all (no byte read or written) for this long in the middle of a
+    /// cycle counts as stuck: the watchdog is no longer fed and systemd restarts the daemon.
+    pub stall_timeout_ms: u64,
 }
 
 impl Default for PipelineSection {
@@ -244,6 +247,7 @@ impl Default for PipelineSection {
             // Below the writer's readonly mark (96% shown): the raw log keeps room after the pipeline stops.
             disk_usage_high_percent: 93,
             disk_usage_low_percent: 88,
+            stall_timeout_ms: 60_000,
         }
     }
 }
@@ -251,6 +255,10 @@ impl Default for PipelineSection {
 impl PipelineSection {
     pub fn idle(&self) -> Duration {
         Duration::from_millis(self.idle_ms)
+    }
+
+    pub fn stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.stall_timeout_ms)
     }
 
     /// The storage layer's options from this section.
@@ -338,6 +346,12 @@ impl IndexesConfig {
             return invalid(
                 "pipeline.idle_ms",
                 "must be positive (0 would spin on an idle pipeline)".into(),
+            );
+        }
+        if p.stall_timeout_ms < 1000 {
+            return invalid(
+                "pipeline.stall_timeout_ms",
+                "must be at least 1000 (a cycle pauses between its reads and writes)".into(),
             );
         }
         if p.disk_usage_high_percent > 100 || p.disk_usage_high_percent == 0 {

@@ -91,6 +91,8 @@ pub struct Indexes {
     status: Arc<Status>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     pipeline: Option<std::thread::JoinHandle<()>>,
+    progress: Arc<pipeline::PipelineProgress>,
+    stall_timeout: std::time::Duration,
     tracker: WorkTracker,
     _lock: DataRootLock,
 }
@@ -241,6 +243,7 @@ impl Daemon for Indexes {
         ctx.set_status_source(status.clone());
 
         let shutdown = ctx.shutdown().clone();
+        let progress = Arc::new(pipeline::PipelineProgress::default());
         let pipeline = Pipeline {
             storage: storage.clone(),
             roles: roles.clone(),
@@ -250,6 +253,7 @@ impl Daemon for Indexes {
             metrics: metrics.clone(),
             status: pipeline_status,
             single_host: !config.coord.is_enabled(),
+            progress: progress.clone(),
             disk: pipeline::DiskWatch {
                 dir: config.data_root(),
                 high_percent: config.pipeline.disk_usage_high_percent,
@@ -318,6 +322,8 @@ impl Daemon for Indexes {
             status,
             tasks,
             pipeline: Some(pipeline),
+            progress,
+            stall_timeout: config.pipeline.stall_timeout(),
             tracker,
             _lock: lock,
         })
@@ -325,6 +331,12 @@ impl Daemon for Indexes {
 
     fn status_line(&self) -> String {
         self.status.line()
+    }
+
+    fn stalled(&self) -> Option<String> {
+        self.progress.stalled(self.stall_timeout).map(|d| {
+            format!("the pipeline thread has done no IO for {d:.0?} in the middle of a cycle (a hung disk?)")
+        })
     }
 
     async fn reload(&mut self, _config: IndexesConfig) -> anyhow::Result<()> {

@@ -48,6 +48,66 @@ pub struct PipelineStatus {
 /// The pipeline's status, shared with the status line.
 pub type SharedPipelineStatus = Arc<Mutex<PipelineStatus>>;
 
+/// Whether the pipeline thread is stuck, for the watchdog ([`PipelineProgress::stalled`]): in the middle of
+/// a cycle, and its own IO counters (`/proc/self/task/<tid>/io`: bytes read and written) have not moved.
+/// Counters, not step boundaries: a long optimization is healthy as long as it reads and writes.
+#[derive(Debug, Default)]
+pub struct PipelineProgress {
+    /// The pipeline thread's id (0 until it runs).
+    tid: std::sync::atomic::AtomicI64,
+    in_cycle: std::sync::atomic::AtomicBool,
+    /// The counters at the last look and since when they have been the same.
+    sample: Mutex<Option<(u64, std::time::Instant)>>,
+}
+
+impl PipelineProgress {
+    /// How long the thread has done no IO in the middle of a cycle, if longer than `limit`.
+    pub fn stalled(&self, limit: Duration) -> Option<Duration> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut sample = self.sample.lock().unwrap_or_else(PoisonError::into_inner);
+        let tid = self.tid.load(Relaxed);
+        if !self.in_cycle.load(Relaxed) || tid == 0 {
+            *sample = None;
+            return None;
+        }
+        let io = task_io_bytes(tid)?;
+        match *sample {
+            Some((last, since)) if last == io => Some(since.elapsed()).filter(|d| *d > limit),
+            _ => {
+                *sample = Some((io, std::time::Instant::now()));
+                None
+            }
+        }
+    }
+
+    fn set_in_cycle(&self, on: bool) {
+        self.in_cycle.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Bytes the thread `tid` of this process has read and written (`rchar` + `wchar`), if the kernel says.
+fn task_io_bytes(tid: i64) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/io")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Some(field("rchar:")? + field("wchar:")?)
+}
+
+/// This thread's id, from `/proc/thread-self` (`PID/task/TID`).
+fn current_tid() -> i64 {
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Everything the thread needs.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -62,6 +122,8 @@ pub struct Pipeline {
     pub single_host: bool,
     /// Where disk usage is measured (the data root), and the pause's marks (`pipeline.disk_usage_*`).
     pub disk: DiskWatch,
+    /// What the watchdog looks at.
+    pub progress: Arc<PipelineProgress>,
 }
 
 /// When the pipeline pauses the steps that grow the disk.
@@ -79,6 +141,9 @@ impl Pipeline {
             .name("indexes-pipeline".into())
             .spawn(move || {
                 logtank_runtime::ioprio::apply_config(&self.io, "pipeline thread");
+                self.progress
+                    .tid
+                    .store(current_tid(), std::sync::atomic::Ordering::Relaxed);
                 self.run();
             })
     }
@@ -160,7 +225,10 @@ impl Pipeline {
                 continue;
             }
             let keep_going = || self.keep_going();
-            match self.storage.run_cycle(&keep_going) {
+            self.progress.set_in_cycle(true);
+            let cycle = self.storage.run_cycle(&keep_going);
+            self.progress.set_in_cycle(false);
+            match cycle {
                 Ok(report) => {
                     if let Some(e) = last_error.take() {
                         log::info!("pipeline: working again after: {e}");
