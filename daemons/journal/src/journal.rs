@@ -279,16 +279,38 @@ impl Journal {
                 .with_path(&last.path)?;
         }
         let reuse_last = !(options.new_segment_on_open && has_records);
-        let (file, offset, segment_first) = match segments.last() {
-            Some(last) if reuse_last => (
-                segment::open_existing(&last.path)?,
-                report.tail_offset,
-                last.first_seq,
-            ),
-            _ => {
-                let (meta, file) = segment::create(dir, report.next_seq, options.segment_size_bytes)?;
+        // A new segment at open that cannot be created (a full or failing disk) is not a reason to fail the
+        // open, when there is a last one to go on in: a daemon restarted on a full disk would otherwise exit
+        // and be restarted in a loop. Appends are refused once that one is full, as at any roll.
+        let fresh = match segments.last() {
+            Some(_) if reuse_last => None,
+            last => match segment::create(dir, report.next_seq, options.segment_size_bytes) {
+                Ok(created) => Some(created),
+                Err(e @ Error::Io { .. }) if last.is_some() => {
+                    log::warn!(
+                        "journal {}: cannot start a new segment at open ({e}); appending to the last one",
+                        dir.display()
+                    );
+                    None
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let (file, offset, segment_first) = match fresh {
+            Some((meta, file)) => {
                 segments.push(meta);
                 (file, SEGMENT_HEADER_BYTES as u64, report.next_seq)
+            }
+            None => {
+                // Without a last segment a new one was made, or its error returned, above.
+                let last = segments
+                    .last()
+                    .ok_or_else(|| Error::InvalidArgument("no journal segment to append to".into()))?;
+                (
+                    segment::open_existing(&last.path)?,
+                    report.tail_offset,
+                    last.first_seq,
+                )
             }
         };
         let last_seq = report.next_seq - 1;

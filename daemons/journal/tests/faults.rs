@@ -191,3 +191,56 @@ fn a_segment_that_cannot_be_created_refuses_appends_until_it_can_io_uring() {
 fn a_segment_that_cannot_be_created_refuses_appends_until_it_can_pwrite() {
     segment_cannot_be_created(IoBackend::Pwrite);
 }
+
+// Proves a journal that starts a new segment at every open (the writer's) still opens on a disk that cannot
+// create one, going on in its last segment: a daemon restarted on a full disk is not stopped by it.
+#[test]
+fn an_open_that_cannot_start_a_new_segment_goes_on_in_the_last_one() {
+    let Some((_dir, fs)) = mounted() else { return };
+    let dir = fs.path().join("journal");
+    let options = || JournalOptions {
+        new_segment_on_open: true,
+        ..options(IoBackend::Pwrite)
+    };
+    let (journal, _) = Journal::open(&dir, options()).unwrap();
+    let acked = append_durably(&journal, 1, 5).unwrap();
+    journal.close().unwrap();
+    fs.inject(Fault::new(FaultOp::Create, libc::ENOSPC).on_paths_containing("journal/"));
+    let (journal, report) = Journal::open(&dir, options()).expect("opens on the last segment");
+    assert_eq!(report.segments.len(), 1);
+    // Appends go on in it until the journal sees that its spare segment cannot be made either; then they
+    // are refused (CannotGrow), never lost.
+    let mut acked = acked;
+    for seq in acked + 1..acked + 6 {
+        match journal.append(&payload(seq)) {
+            Ok(s) => {
+                journal.request_durable(s).unwrap();
+                while journal.marks().durable < s && !journal.marks().cannot_grow {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                if journal.marks().durable >= s {
+                    acked = s;
+                }
+            }
+            Err(e) => {
+                assert!(matches!(e, logtank_journal::Error::CannotGrow(_)), "{e}");
+                break;
+            }
+        }
+    }
+    fs.clear_faults();
+    let staged = journal.last_appended();
+    journal.wait_durable(staged).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while journal.marks().cannot_grow {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the journal never tried the segment again"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let last = append_durably(&journal, staged + 1, 5).unwrap();
+    assert!(last > acked);
+    journal.close().unwrap();
+    assert_eq!(check_contents(&dir, IoBackend::Pwrite), last);
+}

@@ -98,8 +98,8 @@ fn disk_threshold_on_a_small_tmpfs() {
 
 // Proves a raw log that cannot create its next segment (ENOSPC injected by logtank-powerfs on every
 // creation under raw/live) makes the writer readonly with the reason, instead of failing and restarting
-// in a loop: it keeps running, and once the disk takes the segment it goes on by itself; every
-// acknowledged batch is in the raw log, nothing refused is.
+// in a loop: it keeps running, a restart on the full disk starts too, and once the disk takes the segment
+// it goes on by itself; every acknowledged batch is in the raw log, nothing refused is.
 #[test]
 fn a_raw_log_that_cannot_create_a_segment_makes_the_writer_readonly_until_it_can() {
     use logtank_powerfs::{Fault, FaultOp, PowerFs};
@@ -110,7 +110,7 @@ fn a_raw_log_that_cannot_create_a_segment_makes_the_writer_readonly_until_it_can
     let dir = tempfile::tempdir().unwrap();
     let fs = PowerFs::mount_under(dir.path()).unwrap();
     let extra = "[writer]\nsegment_size_bytes = 262144\nbatch_bytes_max = 65536\n";
-    let mut w = Writer::start_on(dir.path(), fs.path(), extra, &[]);
+    let w = Writer::start_on(dir.path(), fs.path(), extra, &[]);
     let mut c = w.client();
     c.send_batch(&batch("idx", "before", 3)).unwrap();
     fs.inject(Fault::new(FaultOp::Create, nix::libc::ENOSPC).on_paths_containing("raw/live/"));
@@ -148,14 +148,37 @@ fn a_raw_log_that_cannot_create_a_segment_makes_the_writer_readonly_until_it_can
             && refusal.contains("No space left on device"),
         "{refusal}"
     );
-    assert!(!sender.is_finished(), "the sender's batch waits for the segment");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = sender.join().unwrap();
 
-    // Room again: the writer goes on without a restart, the waiting batch first.
+    // A restart on the full disk: the writer starts (no exit, no restart loop), goes on in its last
+    // segment, and turns readonly again as soon as it sees that it cannot grow.
+    let mut w = w.restart();
+    w.wait_log("cannot start a new segment at open");
+    let mut c = w.client();
+    let refused_again = (0..200)
+        .find_map(|n| {
+            let prefix = format!("r{n}");
+            let mut b = batch("idx", &prefix, 1);
+            b.records[0].fields = Some([("text".to_string(), "x".repeat(10_000))].into());
+            match c.send_batch(&b) {
+                Ok(()) => {
+                    acked.push(prefix);
+                    None
+                }
+                Err(e) => Some(app_error(Err(e))),
+            }
+        })
+        .expect("readonly again after the restart");
+    assert!(
+        refused_again.contains("cannot create its next segment"),
+        "{refused_again}"
+    );
+
+    // Room again: the writer goes on by itself.
     fs.clear_faults();
     w.wait_log("leaving readonly");
     w.client().send_batch(&batch("idx", "after", 1)).unwrap();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut acked = sender.join().unwrap();
     acked.push("after".to_string());
     w.stop();
     let prefixes: Vec<String> = read_journal_dir(&fs.path().join("storage/raw/live"))
