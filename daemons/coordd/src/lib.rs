@@ -106,7 +106,16 @@ impl Daemon for Coordd {
             recovered.snapshot_zxid,
         );
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE_MAX);
-        let core = tokio::spawn(core.run(rx));
+        // The core ends early only on a failed transaction log: stop the daemon then (exit 1, systemd
+        // restarts it and recovery trusts only the disk), rather than stay up answering nothing.
+        let daemon = ctx.clone();
+        let core = tokio::spawn(async move {
+            let result = core.run(rx).await;
+            if let Err(e) = &result {
+                daemon.fail(format!("{e:#}"));
+            }
+            result
+        });
         ctx.set_status_source(status.clone());
         let status_task = tokio::spawn(refresh_status(
             tx.clone(),

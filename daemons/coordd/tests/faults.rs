@@ -80,3 +80,46 @@ fn a_log_that_cannot_grow_makes_coordd_read_only_until_it_can() {
         acked.len()
     );
 }
+
+// Proves a failed fsync of the transaction log (EIO injected once by logtank-powerfs, which loses what it
+// should have covered) is never answered and never counted durable later: coordd stops (exit 1, for
+// systemd to restart it) without replying to the write, and the restart holds exactly what was acknowledged
+// before.
+#[test]
+fn a_failed_log_fsync_is_never_acknowledged_nor_trusted_after_the_restart() {
+    if let Err(why) = PowerFs::available() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fs = PowerFs::mount_under(dir.path()).unwrap();
+    let mut server = Server::start_on(dir.path(), fs.path(), "");
+    let mut c = Client::connect(server.addr, 30_000);
+    for n in 0..5 {
+        assert_eq!(c.create(&format!("/before{n}"), b"x", 0).err, 0);
+    }
+    // Log segments are named by their first sequence number (digits).
+    fs.inject(
+        Fault::new(FaultOp::Fsync, nix::libc::EIO)
+            .on_paths_containing("log/0")
+            .times(1),
+    );
+    c.send(&common::create_req("/lost", b"y", 0));
+    assert!(
+        c.recv().is_none(),
+        "the write was answered though its fsync failed"
+    );
+    assert_eq!(server.wait_exit().code(), Some(1));
+    assert!(
+        server.log().contains("the transaction log failed"),
+        "{}",
+        server.log()
+    );
+    let server = server.start_again();
+    let mut c = Client::connect(server.addr, 30_000);
+    for n in 0..5 {
+        assert_eq!(c.get(&format!("/before{n}")).unwrap().0, b"x");
+    }
+    assert!(c.get("/lost").is_err(), "a write whose fsync failed came back");
+    assert_eq!(c.create("/after", b"z", 0).err, 0);
+}

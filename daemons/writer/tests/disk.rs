@@ -230,3 +230,61 @@ fn a_journal_stuck_in_its_io_is_reported_and_starves_the_watchdog() {
     sender.join().unwrap().unwrap();
     w.wait_log("no longer stuck: the watchdog is fed again");
 }
+
+// Proves a failed fsync of the raw log (EIO injected once by logtank-powerfs, which loses what it should
+// have covered, as Linux does) is never acknowledged and never counted durable later: the batch gets an
+// error, the writer exits for systemd to restart it (exit 1), and the restart holds exactly the batches
+// acknowledged before; new batches are taken again, and a power cut then forgets none of them.
+#[test]
+fn a_failed_fsync_is_not_acknowledged_and_the_restart_trusts_only_the_disk() {
+    use logtank_powerfs::{CutMode, Fault, FaultOp, PowerFs};
+    if let Err(why) = PowerFs::available() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fs = PowerFs::mount_under(dir.path()).unwrap();
+    let mut w = Writer::start_on(dir.path(), fs.path(), "", &[]);
+    let mut c = w.client();
+    for n in 0..5 {
+        c.send_batch(&batch("idx", &format!("before{n}"), 2)).unwrap();
+    }
+    // The segments' names are their first sequence numbers (digits); the spare is not data.
+    fs.inject(
+        Fault::new(FaultOp::Fsync, nix::libc::EIO)
+            .on_paths_containing("raw/live/0")
+            .times(1),
+    );
+    let refusal = app_error(c.send_batch(&batch("idx", "failed", 2)));
+    assert!(
+        refusal.contains("it was not acknowledged: send it again"),
+        "{refusal}"
+    );
+    assert!(refusal.contains("Input/output error"), "{refusal}");
+    assert_eq!(w.wait_exit().code(), Some(1), "the writer exits for its restart");
+    let mut w = w.start_again();
+    let docids = |fs: &PowerFs| -> Vec<String> {
+        read_journal_dir(&fs.path().join("storage/raw/live"))
+            .into_iter()
+            .flatten()
+            .map(|r| r.docid.unwrap())
+            .collect()
+    };
+    let mut c = w.client();
+    c.send_batch(&batch("idx", "after", 2)).unwrap();
+    w.stop();
+    let expected: Vec<String> = (0..5)
+        .flat_map(|n| [format!("before{n}-0"), format!("before{n}-1")])
+        .chain(["after-0".to_string(), "after-1".to_string()])
+        .collect();
+    assert_eq!(docids(&fs), expected, "the failed batch was lost, nothing else");
+    let fs = {
+        fs.cut_as(CutMode::Tear);
+        fs.remount().unwrap()
+    };
+    assert_eq!(
+        docids(&fs),
+        expected,
+        "a power cut after the restart forgets nothing acknowledged"
+    );
+}
