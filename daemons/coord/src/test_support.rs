@@ -28,6 +28,8 @@ pub fn daemon_coord_section(servers: &str) -> String {
 
 /// The environment variable naming a logtank-coordd binary to run every server test against as well.
 pub const COORDD_ENV: &str = "LOGTANK_COORDD";
+/// Set (non-empty), every server test runs against a three-server ZooKeeper ensemble as well.
+pub const ENSEMBLE_ENV: &str = "LOGTANK_ZK_ENSEMBLE";
 /// Debian's ZooKeeper server jar; its manifest's Class-Path names its dependencies.
 pub const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
 /// The tick both servers run with: ZooKeeper bounds session timeouts to 2..20 ticks (4 s to 40 s here).
@@ -54,13 +56,18 @@ pub enum ServerKind {
 }
 
 impl ServerKind {
-    /// The servers the tests must pass against: ZooKeeper always, coordd too when [`COORDD_ENV`] is set.
+    /// The servers the tests must pass against: ZooKeeper always, coordd too when [`COORDD_ENV`] is set, a
+    /// three-server ensemble too when [`ENSEMBLE_ENV`] is.
     ///
     /// # Panics
     /// When ZooKeeper is not installed: a test that silently skipped its server would prove nothing.
     pub fn under_test() -> Vec<ServerKind> {
         check_zookeeper_installed();
         let mut kinds = vec![ServerKind::ZooKeeper];
+        // A three-server ensemble as well, when asked (tests/run's coord-ensemble step): three JVMs per test.
+        if std::env::var_os(ENSEMBLE_ENV).is_some_and(|v| !v.is_empty()) {
+            kinds.push(ServerKind::ZooKeeperEnsemble);
+        }
         if let Some(bin) = std::env::var_os(COORDD_ENV).filter(|v| !v.is_empty()) {
             let bin = PathBuf::from(bin);
             assert!(
