@@ -18,8 +18,17 @@ pub const EPOCH_BUMP_CONFLICTS_MAX: u32 = 64;
 const EPOCH_BYTES_MAX: usize = 20;
 
 impl Coord {
-    /// The current epoch; 0 when no promotion ever happened (the node does not exist).
+    /// The current epoch; 0 when no promotion ever happened (the node does not exist). A `sync` first, so
+    /// a ZooKeeper follower that lags behind its leader cannot answer with an epoch already bumped
+    /// elsewhere (a master lease's confirmation, an operator looking, must see the latest).
     pub async fn epoch(&self) -> Result<u64, CoordError> {
+        self.retrying("sync", paths::EPOCH, |client| async move {
+            match client.sync(paths::EPOCH).await {
+                Ok(()) | Err(ZkError::NoNode) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
         let data = self
             .retrying("get", paths::EPOCH, |client| async move {
                 match client.get_data(paths::EPOCH).await {
@@ -30,19 +39,6 @@ impl Coord {
             })
             .await?;
         data.map_or(Ok(0), |d| parse_epoch(&d))
-    }
-
-    /// The epoch as the ensemble's leader has it: a `sync` first, so a follower that lags behind the leader
-    /// cannot answer with an epoch already bumped elsewhere (what a master lease's confirmation needs).
-    pub async fn epoch_synced(&self) -> Result<u64, CoordError> {
-        self.retrying("sync", paths::EPOCH, |client| async move {
-            match client.sync(paths::EPOCH).await {
-                Ok(()) | Err(ZkError::NoNode) => Ok(()),
-                Err(e) => Err(e),
-            }
-        })
-        .await?;
-        self.epoch().await
     }
 
     /// Increments the epoch (creating the node at 1 if it does not exist) and returns the new value.

@@ -269,6 +269,8 @@ impl TestServer {
             let client = zookeeper_client::Client::connect(&self.connect_string())
                 .await
                 .unwrap_or_else(|e| panic!("connecting to {} to read {path}: {e}", self.connect_string()));
+            // A fresh session may land on an ensemble follower behind the leader: sync first.
+            let _ = client.sync(path).await;
             match client.get_data(path).await {
                 Ok((data, _)) => Some(String::from_utf8(data).expect("node data is text")),
                 Err(crate::ZkError::NoNode) => None,

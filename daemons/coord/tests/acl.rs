@@ -39,7 +39,8 @@ fn nodes_created_with_credentials_are_read_only_to_others() {
             let _registration = coord.register(&endpoint, b"host-a:15100").await.unwrap();
 
             let outsider = Client::connect(&server.connect_string()).await.unwrap();
-            // Reads are open.
+            // Reads are open (a sync first: this session may sit on an ensemble follower).
+            outsider.sync(&endpoint).await.unwrap();
             let (epoch, _) = outsider.get_data(paths::EPOCH).await.unwrap();
             assert_eq!(epoch, b"1");
             assert!(outsider.check_stat(&endpoint).await.unwrap().is_some());

@@ -51,6 +51,13 @@ where
     }
 }
 
+/// `get_data` of a node another session wrote: a `sync` first, as a ZooKeeper client must (this one may
+/// be connected to an ensemble follower behind the server that took the write).
+async fn synced_get(client: &Client, path: &str) -> (Vec<u8>, Stat) {
+    client.sync(path).await.unwrap();
+    client.get_data(path).await.unwrap()
+}
+
 async fn stat_of(client: &Client, path: &str) -> Option<Stat> {
     client.check_stat(path).await.unwrap()
 }
@@ -94,7 +101,7 @@ fn register_creates_an_ephemeral_node_with_parents() {
             assert_eq!(registration.session(), Some(coord.client().session_id()));
 
             let other = observer(server).await;
-            let (data, stat) = other.get_data(&path).await.unwrap();
+            let (data, stat) = synced_get(&other, &path).await;
             assert_eq!(data, b"127.0.0.1:15000");
             assert_eq!(stat.ephemeral_owner, coord.client().session_id().0);
             let parent = stat_of(&other, paths::STORAGE_SERVICES).await.unwrap();
@@ -137,7 +144,7 @@ fn registration_comes_back_after_session_expiry() {
             })
             .await;
             assert_eq!(new_session.0, owner);
-            assert_eq!(other.get_data(&path).await.unwrap().0, b"127.0.0.1:15001");
+            assert_eq!(synced_get(&other, &path).await.0, b"127.0.0.1:15001");
             // The renewed session serves everything else too.
             assert_eq!(coord.bump_epoch().await.unwrap(), 1);
         })
@@ -191,7 +198,7 @@ fn register_waits_out_a_stale_node_and_refuses_a_persistent_one() {
             );
             drop(previous_run); // its session closes, its node goes
             let registration = registering.await.unwrap().unwrap();
-            assert_eq!(other.get_data(&stale).await.unwrap().0, b"new");
+            assert_eq!(synced_get(&other, &stale).await.0, b"new");
             drop(registration);
 
             let taken = paths::storage_service("127.0.0.1:15004");
@@ -249,7 +256,11 @@ fn epoch_bumps_are_compare_and_set() {
             let b = Coord::connect(&config(server)).await.unwrap();
             assert_eq!(a.epoch().await.unwrap(), 0);
             assert_eq!(a.bump_epoch().await.unwrap(), 1);
-            assert_eq!(b.epoch().await.unwrap(), 1);
+            assert_eq!(
+                b.epoch().await.unwrap(),
+                1,
+                "epoch() syncs: another session's bump is seen"
+            );
 
             let bumps: Vec<_> = (0..20)
                 .map(|i| {
@@ -285,7 +296,7 @@ fn chroot_is_created_and_used() {
             let coord = Coord::connect(&config).await.unwrap();
             assert_eq!(coord.bump_epoch().await.unwrap(), 1);
             let other = observer(server).await;
-            assert_eq!(other.get_data("/suites/one/logtank/epoch").await.unwrap().0, b"1");
+            assert_eq!(synced_get(&other, "/suites/one/logtank/epoch").await.0, b"1");
             assert!(stat_of(&other, paths::EPOCH).await.is_none());
         })
     });

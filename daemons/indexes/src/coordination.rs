@@ -252,7 +252,7 @@ async fn poll_epoch(
     loop {
         tokio::time::sleep(every).await;
         let asked_at = std::time::Instant::now();
-        match coord.epoch_synced().await {
+        match coord.epoch().await {
             Ok(epoch) if epoch > ours => {
                 let _ = newer.send(epoch);
                 return;
