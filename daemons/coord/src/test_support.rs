@@ -28,8 +28,21 @@ pub fn daemon_coord_section(servers: &str) -> String {
 
 /// The environment variable naming a logtank-coordd binary to run every server test against as well.
 pub const COORDD_ENV: &str = "LOGTANK_COORDD";
-/// Set (non-empty), every server test runs against a three-server ZooKeeper ensemble as well.
+/// Set (non-empty), every server test runs against a three-server ZooKeeper ensemble as well, and the
+/// ensemble's own tests run ([`ensemble_tests_enabled`]).
 pub const ENSEMBLE_ENV: &str = "LOGTANK_ZK_ENSEMBLE";
+
+/// Whether the ensemble tests run: only in their own `tests/run` step ([`ENSEMBLE_ENV`]), where nothing
+/// else runs beside them. Three JVMs take nine ports found free a moment before they bind them; beside the
+/// rest of the suite (many daemons on ports found the same way) that raced, and other tests failed to
+/// bind. A test calls this and returns early (saying so) when it is false.
+pub fn ensemble_tests_enabled() -> bool {
+    let on = std::env::var_os(ENSEMBLE_ENV).is_some_and(|v| !v.is_empty());
+    if !on {
+        eprintln!("SKIPPED: the ZooKeeper ensemble tests run with {ENSEMBLE_ENV}=1 (tests/run's coord-ensemble step)");
+    }
+    on
+}
 /// Debian's ZooKeeper server jar; its manifest's Class-Path names its dependencies.
 pub const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
 /// The tick both servers run with: ZooKeeper bounds session timeouts to 2..20 ticks (4 s to 40 s here).
